@@ -1,0 +1,146 @@
+"""A small site served on loopback: pages, a redirect chain, a slow page, a 500 and a 404.
+
+Threaded stdlib HTTP server, so it needs nothing installed and serves many browsers at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+_STYLE = "body{font-family:sans-serif;max-width:40rem;margin:2rem auto}"
+
+
+def _page(title: str, body: str) -> bytes:
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{title}</title><style>{_STYLE}</style></head>"
+        f"<body><h1>{title}</h1>{body}</body></html>"
+    ).encode()
+
+
+PAGES = {
+    "/": _page(
+        "Smartfleet demo",
+        "<p id=intro>A demo site for Smartfleet runs.</p><ul>"
+        '<li><a href="/about">About</a></li><li><a href="/products">Products</a></li>'
+        '<li><a href="/slow">Slow page</a></li></ul>',
+    ),
+    "/about": _page("About", "<p id=about>Served on loopback for demos and tests.</p>"),
+    "/products": _page(
+        "Products",
+        "<ul id=products>"
+        + "".join(f'<li class=product data-sku="sku-{n}">Product {n}</li>' for n in range(1, 6))
+        + "</ul>",
+    ),
+}
+
+# path -> where it redirects
+REDIRECTS = {"/redirect": "/", "/redirect-chain": "/redirect", "/old-about": "/about"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "SmartfleetDemo/1"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        return  # quiet: tests and demos make thousands of requests
+
+    def _send(self, status: int, body: bytes, *, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query)
+        site: DemoSite = self.server.site  # type: ignore[attr-defined]
+        site.record(
+            parts.path, self.headers.get("User-Agent", ""), self.headers.get("X-Smartfleet-Run", "")
+        )
+        if parts.path in PAGES:
+            self._send(HTTPStatus.OK, PAGES[parts.path])
+        elif parts.path in REDIRECTS:
+            self._send(HTTPStatus.FOUND, b"", headers={"Location": REDIRECTS[parts.path]})
+        elif parts.path == "/slow":
+            delay_ms = min(int(query.get("ms", ["1500"])[0] or 0), 60_000)
+            time.sleep(delay_ms / 1000)
+            self._send(
+                HTTPStatus.OK, _page("Slow page", f"<p id=slow>Answered after {delay_ms} ms.</p>")
+            )
+        elif parts.path == "/error":
+            self._send(
+                HTTPStatus.INTERNAL_SERVER_ERROR, _page("Server error", "<p>Something broke.</p>")
+            )
+        elif parts.path == "/favicon.ico":
+            self._send(HTTPStatus.NO_CONTENT, b"")
+        else:
+            self._send(HTTPStatus.NOT_FOUND, _page("Not found", "<p>No such page.</p>"))
+
+
+class DemoSite:
+    """Serves the demo pages on `host:port` (port 0 picks a free one) in a background thread."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server.daemon_threads = True
+        self._server.site = self  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.hits: dict[str, int] = {}
+        self.user_agents: set[str] = set()
+        self.run_headers: set[str] = set()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def record(self, path: str, user_agent: str, run_header: str) -> None:
+        with self._lock:
+            self.hits[path] = self.hits.get(path, 0) + 1
+            self.user_agents.add(user_agent)
+            if run_header:
+                self.run_headers.add(run_header)
+
+    def start(self) -> DemoSite:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="demo-site", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> DemoSite:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_forever(host: str = "127.0.0.1", port: int = 8080) -> None:
+    site = DemoSite(host=host, port=port).start()
+    print(f"demo site on {site.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        site.stop()

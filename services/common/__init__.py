@@ -1,0 +1,1 @@
+"""Pieces every Smartfleet service shares: config, errors, logging, gRPC bootstrap, NATS bus."""

@@ -1,0 +1,93 @@
+"""The job bus on NATS JetStream: one work-queue stream, one durable pull consumer per pool."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+logger = logging.getLogger(__name__)
+
+STREAM = "SMARTFLEET_JOBS"
+SUBJECT_PREFIX = "smartfleet.jobs"
+# Re-publishes of the same (job id, attempt) inside this window are dropped by the stream.
+DUPLICATE_WINDOW = timedelta(minutes=2)
+
+
+def pool_subject(pool: str) -> str:
+    return f"{SUBJECT_PREFIX}.{pool}"
+
+
+def pool_consumer(pool: str) -> str:
+    return f"pool-{pool.replace('.', '_')}"
+
+
+def message_id(job_id: str, attempt: int) -> str:
+    return f"{job_id}:{attempt}"
+
+
+async def connect(servers: Sequence[str], *, name: str) -> NatsClient:
+    """A long-lived connection that keeps reconnecting instead of giving up."""
+
+    async def on_error(error: Exception) -> None:
+        logger.warning("nats: %s", error)
+
+    return await nats.connect(
+        servers=list(servers),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JobBus:
+    """Creates (or updates) the stream and pool consumers; the scheduler owns this topology."""
+
+    js: JetStreamContext
+    ack_wait: timedelta
+
+    async def ensure_stream(self) -> None:
+        config = StreamConfig(
+            name=STREAM,
+            subjects=[f"{SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW.total_seconds(),
+        )
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError:
+            await self.js.update_stream(config)
+
+    async def ensure_pool(self, pool: str) -> None:
+        """The durable pull consumer every node serving `pool` binds to."""
+        await self.js.add_consumer(
+            STREAM,
+            ConsumerConfig(
+                durable_name=pool_consumer(pool),
+                filter_subject=pool_subject(pool),
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait.total_seconds(),
+                max_deliver=-1,
+                # The scheduler's credit already bounds what is outstanding; don't cap it twice.
+                max_ack_pending=100_000,
+                max_waiting=4096,
+            ),
+        )
+
+    async def pool_exists(self, pool: str) -> bool:
+        try:
+            await self.js.consumer_info(STREAM, pool_consumer(pool))
+        except NotFoundError:
+            return False
+        return True

@@ -1,0 +1,106 @@
+"""Settings of each service, from flags or `SMARTFLEET_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.durations import parse_duration
+
+
+def _coerce_duration(value: Any) -> Any:
+    if isinstance(value, str) and value.strip() and not value.strip().replace(".", "").isdigit():
+        return parse_duration(value)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_coerce_duration)]
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMARTFLEET_", extra="ignore")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    # When set, the service writes its bound addresses here (JSON) once it serves.
+    ready_file: str | None = None
+
+
+class SchedulerSettings(_Base):
+    scheduler_listen: str = "127.0.0.1:50052"
+    database_url: str = "sqlite+aiosqlite:///smartfleet.db"
+    nats_url: str = "nats://127.0.0.1:4222"
+    # Hosts targets may name besides loopback (comma-separated; `*.example.com` allowed).
+    allowed_hosts: str = ""
+    ack_wait: Duration = timedelta(seconds=30)
+    heartbeat_interval: Duration = timedelta(seconds=2)
+    node_lost_after: Duration = timedelta(seconds=10)
+    dispatch_interval: Duration = timedelta(milliseconds=50)
+    default_session_timeout: Duration = timedelta(seconds=60)
+    # Extra time past a job's session timeout before the scheduler re-dispatches it.
+    recovery_grace: Duration = timedelta(seconds=60)
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return _split(self.allowed_hosts)
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return _split(self.nats_url)
+
+
+class NodeSettings(_Base):
+    node_id: str = Field(default_factory=lambda: socket.gethostname())
+    node_host: str = Field(default_factory=lambda: socket.gethostname())
+    # 0 sizes the slots from the host's CPUs.
+    node_slots: int = 0
+    node_labels: str = ""
+    node_listen: str = "127.0.0.1:0"
+    scheduler_addr: str = "127.0.0.1:50052"
+    nats_url: str = "nats://127.0.0.1:4222"
+    # An explicit browser executable; otherwise Playwright's own browser or a system Chromium.
+    browser_path: str | None = None
+    headless: bool = True
+    report_batch_size: int = 64
+    report_linger: Duration = timedelta(milliseconds=20)
+    shutdown_grace: Duration = timedelta(seconds=20)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in _split(self.node_labels))
+        return {key.strip(): value.strip() for key, value in pairs}
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return _split(self.nats_url)
+
+    @property
+    def effective_slots(self) -> int:
+        return self.node_slots if self.node_slots > 0 else max(1, (os.cpu_count() or 1) * 2)
+
+
+class GatewaySettings(_Base):
+    gateway_listen: str = "127.0.0.1:50051"
+    scheduler_addr: str = "127.0.0.1:50052"
+    # Comma-separated bearer tokens, or hashes written `sha256:<hex>`.
+    gateway_tokens: str = ""
+    gateway_token_file: str | None = None
+
+    @property
+    def token_list(self) -> list[str]:
+        tokens = _split(self.gateway_tokens)
+        if self.gateway_token_file:
+            with open(self.gateway_token_file, encoding="utf-8") as handle:
+                tokens += [
+                    line.strip() for line in handle if line.strip() and not line.startswith("#")
+                ]
+        return tokens

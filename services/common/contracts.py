@@ -1,0 +1,190 @@
+"""Adapter between the shared domain types and their protobuf messages (envelope, results, nodes)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.types import (
+    ErrorClass,
+    JobEnvelope,
+    NavigationTiming,
+    NodeInfo,
+    NodeLoad,
+    Outcome,
+    SessionResult,
+)
+from smartfleet.v1 import job_pb2, node_pb2, results_pb2
+
+
+def timestamp(value: datetime | None) -> Timestamp:
+    message = Timestamp()
+    if value is not None:
+        message.FromDatetime(value.astimezone(UTC))
+    return message
+
+
+def from_timestamp(message: Timestamp) -> datetime | None:
+    if message.seconds == 0 and message.nanos == 0:
+        return None
+    return message.ToDatetime(tzinfo=UTC)
+
+
+def duration(value: timedelta) -> Duration:
+    message = Duration()
+    message.FromTimedelta(value)
+    return message
+
+
+def from_duration(message: Duration) -> timedelta:
+    return message.ToTimedelta()
+
+
+_OUTCOME_TO_PB = {
+    outcome: results_pb2.Outcome.Value(f"OUTCOME_{outcome.name}") for outcome in Outcome
+}
+_OUTCOME_FROM_PB = {value: outcome for outcome, value in _OUTCOME_TO_PB.items()}
+_CLASS_TO_PB = {
+    error_class: results_pb2.ErrorClass.Value(f"ERROR_CLASS_{error_class.name}")
+    for error_class in ErrorClass
+}
+_CLASS_FROM_PB = {value: error_class for error_class, value in _CLASS_TO_PB.items()}
+
+
+def envelope_to_bytes(envelope: JobEnvelope) -> bytes:
+    return job_pb2.JobEnvelope(
+        job_id=envelope.job_id,
+        attempt=envelope.attempt,
+        run_id=envelope.run_id,
+        index=envelope.index,
+        target_url=envelope.target_url,
+        engine=envelope.engine,
+        session_timeout=duration(envelope.session_timeout),
+        deadline=timestamp(envelope.deadline),
+        allowed_hosts=envelope.allowed_hosts,
+    ).SerializeToString()
+
+
+def envelope_from_bytes(data: bytes) -> JobEnvelope:
+    message = job_pb2.JobEnvelope.FromString(data)
+    return JobEnvelope(
+        job_id=message.job_id,
+        attempt=message.attempt,
+        run_id=message.run_id,
+        index=message.index,
+        target_url=message.target_url,
+        engine=message.engine,
+        session_timeout=from_duration(message.session_timeout),
+        deadline=from_timestamp(message.deadline) or datetime.now(UTC),
+        allowed_hosts=tuple(message.allowed_hosts),
+    )
+
+
+def result_to_pb(result: SessionResult) -> results_pb2.SessionResult:
+    t = result.timing
+    return results_pb2.SessionResult(
+        job_id=result.job_id,
+        attempt=result.attempt,
+        run_id=result.run_id,
+        index=result.index,
+        outcome=_OUTCOME_TO_PB[result.outcome],
+        error_class=_CLASS_TO_PB[result.error_class],
+        error=result.error,
+        http_status=result.http_status,
+        target_url=result.target_url,
+        final_url=result.final_url,
+        redirect_chain=result.redirect_chain,
+        timing=results_pb2.NavigationTiming(
+            dns_ms=t.dns_ms,
+            connect_ms=t.connect_ms,
+            ttfb_ms=t.ttfb_ms,
+            dom_content_loaded_ms=t.dom_content_loaded_ms,
+            load_ms=t.load_ms,
+        ),
+        duration_ms=result.duration_ms,
+        node_id=result.node_id,
+        engine=result.engine,
+        started_at=timestamp(result.started_at),
+        finished_at=timestamp(result.finished_at),
+        browser_version=result.browser_version,
+    )
+
+
+def result_from_pb(message: results_pb2.SessionResult) -> SessionResult:
+    """Raises ValueError on an outcome this version does not know."""
+    if message.outcome not in _OUTCOME_FROM_PB:
+        raise ValueError(f"unknown outcome {message.outcome}")
+    t = message.timing
+    now = datetime.now(UTC)
+    return SessionResult(
+        job_id=message.job_id,
+        attempt=message.attempt,
+        run_id=message.run_id,
+        index=message.index,
+        outcome=_OUTCOME_FROM_PB[message.outcome],
+        error_class=_CLASS_FROM_PB.get(message.error_class, ErrorClass.NONE),
+        error=message.error,
+        http_status=message.http_status,
+        target_url=message.target_url,
+        final_url=message.final_url,
+        redirect_chain=tuple(message.redirect_chain),
+        timing=NavigationTiming(
+            dns_ms=t.dns_ms,
+            connect_ms=t.connect_ms,
+            ttfb_ms=t.ttfb_ms,
+            dom_content_loaded_ms=t.dom_content_loaded_ms,
+            load_ms=t.load_ms,
+        ),
+        duration_ms=message.duration_ms,
+        node_id=message.node_id,
+        engine=message.engine,
+        started_at=from_timestamp(message.started_at) or now,
+        finished_at=from_timestamp(message.finished_at) or now,
+        browser_version=message.browser_version,
+    )
+
+
+def node_info_to_pb(info: NodeInfo) -> node_pb2.NodeInfo:
+    return node_pb2.NodeInfo(
+        node_id=info.node_id,
+        host=info.host,
+        engines=info.engines,
+        labels=info.labels,
+        slots=info.slots,
+        version=info.version,
+        playwright_version=info.playwright_version,
+        browser_versions=info.browser_versions,
+    )
+
+
+def node_info_from_pb(message: node_pb2.NodeInfo) -> NodeInfo:
+    return NodeInfo(
+        node_id=message.node_id,
+        host=message.host,
+        engines=tuple(message.engines),
+        labels=dict(message.labels),
+        slots=message.slots,
+        version=message.version,
+        playwright_version=message.playwright_version,
+        browser_versions=dict(message.browser_versions),
+    )
+
+
+def node_load_to_pb(load: NodeLoad) -> node_pb2.NodeLoad:
+    return node_pb2.NodeLoad(
+        busy_slots=load.busy_slots,
+        free_slots=load.free_slots,
+        cpu_percent=load.cpu_percent,
+        rss_bytes=load.rss_bytes,
+    )
+
+
+def node_load_from_pb(message: node_pb2.NodeLoad) -> NodeLoad:
+    return NodeLoad(
+        busy_slots=message.busy_slots,
+        free_slots=message.free_slots,
+        cpu_percent=message.cpu_percent,
+        rss_bytes=message.rss_bytes,
+    )

@@ -1,0 +1,103 @@
+"""WatchRun fan-out: one upstream stream per run, shared by every watcher of that run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from services.common.errors import SmartfleetError
+from smartfleet.v1 import runs_pb2, scheduler_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+class UpstreamError(SmartfleetError):
+    """An error the scheduler returned, passed on with its own status code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Feed:
+    def __init__(self) -> None:
+        self.latest: runs_pb2.Run | None = None
+        self.version = 0
+        self.done = False
+        self.error: UpstreamError | None = None
+        self.watchers = 0
+        self.condition = asyncio.Condition()
+        self.task: asyncio.Task[None] | None = None
+
+
+class WatchFanout:
+    def __init__(self, stub: scheduler_pb2_grpc.SchedulerStub) -> None:
+        self._stub = stub
+        self._feeds: dict[str, _Feed] = {}
+
+    @property
+    def upstreams(self) -> int:
+        return len(self._feeds)
+
+    async def watch(self, run_id: str) -> AsyncIterator[runs_pb2.Run]:
+        feed = self._feeds.get(run_id)
+        if feed is None:
+            feed = self._feeds[run_id] = _Feed()
+            feed.task = asyncio.create_task(self._follow(run_id, feed), name=f"watch-{run_id}")
+        feed.watchers += 1
+        try:
+            seen = 0
+
+            def ready() -> bool:
+                return feed.version > seen or feed.done
+
+            while True:
+                async with feed.condition:
+                    await feed.condition.wait_for(ready)
+                    if feed.version > seen:
+                        seen, item = feed.version, feed.latest
+                    elif feed.error:
+                        raise feed.error
+                    else:
+                        return
+                assert item is not None
+                yield item
+        finally:
+            feed.watchers -= 1
+            if feed.watchers == 0 and self._feeds.get(run_id) is feed:
+                del self._feeds[run_id]
+                if feed.task and not feed.task.done():
+                    feed.task.cancel()
+
+    async def _follow(self, run_id: str, feed: _Feed) -> None:
+        try:
+            async for run in self._stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run_id)):
+                async with feed.condition:
+                    feed.latest = run
+                    feed.version += 1
+                    feed.condition.notify_all()
+        except grpc.aio.AioRpcError as error:
+            feed.error = UpstreamError(error.code(), error.details() or "scheduler error")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("watch of run %s failed", run_id)
+            feed.error = UpstreamError(grpc.StatusCode.INTERNAL, "progress stream failed")
+        # Later watchers of a finished run start a fresh feed (a snapshot, then the end).
+        if self._feeds.get(run_id) is feed:
+            del self._feeds[run_id]
+        async with feed.condition:
+            feed.done = True
+            feed.condition.notify_all()
+
+    async def close(self) -> None:
+        for feed in list(self._feeds.values()):
+            if feed.task:
+                feed.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feed.task
+        self._feeds.clear()

@@ -1,0 +1,94 @@
+"""The database: engines, SQLite tuning, and the only place that knows about dialects.
+
+SQLite (the embedded default) gets WAL, a busy timeout and one writer connection whose
+transactions start with BEGIN IMMEDIATE, so concurrent writers queue instead of failing with
+"database is locked". PostgreSQL uses one pool for both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import Insert, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from services.scheduler._models import Base
+
+logger = logging.getLogger(__name__)
+
+
+def _tune_sqlite(engine: AsyncEngine, *, begin: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver so we choose the kind of transaction below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "busy_timeout=10000",
+            "foreign_keys=ON",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+
+class Database:
+    """Sessions for reading and for writing; `write()` is one transaction, committed on exit."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        self.url = url
+        if self.dialect == "sqlite":
+            if parsed.database in (None, "", ":memory:"):
+                raise ValueError(
+                    "use a SQLite file, not :memory: (each connection would get its own)"
+                )
+            self._writer = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0)
+            self._reader = create_async_engine(url, echo=echo, pool_size=4, max_overflow=4)
+            _tune_sqlite(self._writer, begin="BEGIN IMMEDIATE")
+            _tune_sqlite(self._reader, begin="BEGIN")
+        else:
+            self._writer = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10)
+            self._reader = self._writer
+        self._write_sessions = async_sessionmaker(self._writer, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(self._reader, expire_on_commit=False)
+
+    async def create_schema(self) -> None:
+        async with self._writer.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        async with self._write_sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self._read_sessions() as session:
+            yield session
+
+    def insert_ignoring_conflicts(self, table: Any, rows: Sequence[dict[str, Any]]) -> Insert:
+        """INSERT … ON CONFLICT DO NOTHING for this dialect (idempotent ingestion)."""
+        dialect_insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+        return dialect_insert(table).values(list(rows)).on_conflict_do_nothing()
+
+    async def close(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()

@@ -1,0 +1,151 @@
+"""Node registry: who serves which pool with how many slots; nodes that stop heartbeating are lost."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from services.common.types import NodeInfo, NodeLoad, NodeState
+from services.scheduler._db import Database
+from services.scheduler._models import NodeRow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRecord:
+    info: NodeInfo
+    state: NodeState
+    slots: int
+    load: NodeLoad
+    registered_at: datetime
+    last_heartbeat: datetime
+
+    @property
+    def pools(self) -> tuple[str, ...]:
+        return self.info.engines
+
+
+class NodeRegistry:
+    """Live view of the fleet in memory (capacity is read on every dispatch tick), persisted for listing."""
+
+    def __init__(
+        self, db: Database, *, lost_after: timedelta, on_change: Callable[[], None] = lambda: None
+    ) -> None:
+        self._db = db
+        self._lost_after = lost_after
+        self._nodes: dict[str, NodeRecord] = {}
+        # Called when capacity may have changed (the dispatcher wakes up).
+        self.on_change = on_change
+
+    async def load(self) -> None:
+        """Nodes from before a restart are listed, but carry no capacity until they heartbeat again."""
+        async with self._db.read() as session:
+            for row in await session.scalars(select(NodeRow)):
+                info = NodeInfo(**{**row.info, "engines": tuple(row.info.get("engines", ()))})
+                self._nodes[row.id] = NodeRecord(
+                    info=info,
+                    state=NodeState.LOST,
+                    slots=row.slots,
+                    load=NodeLoad(busy_slots=0, free_slots=0),
+                    registered_at=row.registered_at,
+                    last_heartbeat=row.last_heartbeat,
+                )
+
+    async def register(self, info: NodeInfo) -> NodeRecord:
+        now = datetime.now(UTC)
+        record = NodeRecord(
+            info=info,
+            state=NodeState.READY,
+            slots=info.slots,
+            load=NodeLoad(busy_slots=0, free_slots=info.slots),
+            registered_at=now,
+            last_heartbeat=now,
+        )
+        self._nodes[info.node_id] = record
+        await self._persist(record)
+        logger.info(
+            "node %s registered: engines=%s slots=%d",
+            info.node_id,
+            ",".join(info.engines),
+            info.slots,
+        )
+        self.on_change()
+        return record
+
+    async def heartbeat(
+        self, node_id: str, *, load: NodeLoad, state: NodeState, slots: int
+    ) -> bool:
+        """False when the node is unknown (it must register again)."""
+        record = self._nodes.get(node_id)
+        if record is None:
+            return False
+        if record.state is NodeState.LOST and state is NodeState.READY:
+            logger.info("node %s is back", node_id)
+        updated = replace(
+            record,
+            load=load,
+            state=state,
+            slots=slots or record.slots,
+            last_heartbeat=datetime.now(UTC),
+        )
+        self._nodes[node_id] = updated
+        if (updated.state, updated.slots) != (record.state, record.slots):
+            self.on_change()
+        await self._persist(updated)
+        return True
+
+    def capacity(self, pool: str) -> int:
+        return sum(
+            node.slots
+            for node in self._nodes.values()
+            if node.state is NodeState.READY and pool in node.pools
+        )
+
+    def pools(self) -> set[str]:
+        return {pool for node in self._nodes.values() for pool in node.pools}
+
+    def nodes(self) -> list[NodeRecord]:
+        return sorted(self._nodes.values(), key=lambda node: node.info.node_id)
+
+    async def mark_lost(self, now: datetime | None = None) -> list[str]:
+        now = now or datetime.now(UTC)
+        lost = [
+            node
+            for node in self._nodes.values()
+            if node.state is not NodeState.LOST and now - node.last_heartbeat > self._lost_after
+        ]
+        for node in lost:
+            logger.warning(
+                "node %s lost: no heartbeat since %s", node.info.node_id, node.last_heartbeat
+            )
+            updated = replace(node, state=NodeState.LOST)
+            self._nodes[node.info.node_id] = updated
+            await self._persist(updated)
+        if lost:
+            self.on_change()
+        return [node.info.node_id for node in lost]
+
+    async def _persist(self, record: NodeRecord) -> None:
+        info = asdict(record.info)
+        info["engines"] = list(record.info.engines)
+        async with self._db.write() as session:
+            await session.merge(
+                NodeRow(
+                    id=record.info.node_id,
+                    host=record.info.host,
+                    info=info,
+                    state=record.state,
+                    slots=record.slots,
+                    busy_slots=record.load.busy_slots,
+                    free_slots=record.load.free_slots,
+                    cpu_percent=record.load.cpu_percent,
+                    rss_bytes=record.load.rss_bytes,
+                    registered_at=record.registered_at,
+                    last_heartbeat=record.last_heartbeat,
+                )
+            )

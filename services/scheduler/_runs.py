@@ -1,0 +1,210 @@
+"""Runs: create, start, read (O(1): counters are kept incrementally), list, stats, results."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import func, select, update
+
+from services.common.errors import FailedPrecondition, NotFound
+from services.scheduler._db import Database
+from services.scheduler._models import ResultRow, RunRow
+from services.scheduler._spec import RunSpec
+
+
+class RunStatus(StrEnum):
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def final(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.CANCELLED, RunStatus.FAILED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    id: str
+    name: str
+    status: RunStatus
+    spec: RunSpec
+    planned: int
+    next_index: int
+    dispatched: int
+    succeeded: int
+    failed: int
+    retrying: int
+    in_flight: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: RunRow) -> Run:
+        return cls(
+            id=row.id,
+            name=row.name,
+            status=RunStatus(row.status),
+            spec=RunSpec.model_validate(row.spec),
+            planned=row.planned,
+            next_index=row.next_index,
+            dispatched=row.dispatched,
+            succeeded=row.succeeded,
+            failed=row.failed,
+            retrying=row.retrying,
+            in_flight=row.in_flight,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStats:
+    run_id: str
+    results: int
+    outcomes: dict[str, int]
+    success_rate: float
+    duration_p50_ms: float
+    duration_p95_ms: float
+    duration_max_ms: float
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (0.0 for an empty one)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), math.ceil(fraction * len(sorted_values) - 1e-9)))
+    return sorted_values[rank - 1]
+
+
+class RunStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, spec: RunSpec, *, start: bool) -> Run:
+        now = datetime.now(UTC)
+        row = RunRow(
+            id=uuid.uuid4().hex[:16],
+            name=spec.name or "run",
+            status=RunStatus.RUNNING if start else RunStatus.DRAFT,
+            priority=spec.priority,
+            spec=spec.model_dump(mode="json"),
+            planned=spec.sessions,
+            next_index=0,
+            dispatched=0,
+            succeeded=0,
+            failed=0,
+            retrying=0,
+            in_flight=0,
+            created_at=now,
+            started_at=now if start else None,
+            finished_at=None,
+        )
+        async with self._db.write() as session:
+            session.add(row)
+        return Run.from_row(row)
+
+    async def start(self, run_id: str) -> Run:
+        async with self._db.write() as session:
+            row = await session.get(RunRow, run_id)
+            if row is None:
+                raise NotFound("run", run_id)
+            if row.status == RunStatus.RUNNING:
+                return Run.from_row(row)
+            if row.status != RunStatus.DRAFT:
+                raise FailedPrecondition(
+                    f"run {run_id} is {row.status}; only a draft run can be started"
+                )
+            row.status = RunStatus.RUNNING
+            row.started_at = datetime.now(UTC)
+        return Run.from_row(row)
+
+    async def get(self, run_id: str) -> Run:
+        async with self._db.read() as session:
+            row = await session.get(RunRow, run_id)
+            if row is None:
+                raise NotFound("run", run_id)
+            return Run.from_row(row)
+
+    async def list_runs(self, *, limit: int) -> list[Run]:
+        async with self._db.read() as session:
+            rows = await session.scalars(
+                select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)
+            )
+            return [Run.from_row(row) for row in rows]
+
+    async def running(self) -> list[Run]:
+        """Runs that may still dispatch, highest priority first, then oldest."""
+        async with self._db.read() as session:
+            rows = await session.scalars(
+                select(RunRow)
+                .where(RunRow.status == RunStatus.RUNNING, RunRow.next_index < RunRow.planned)
+                .order_by(RunRow.priority.desc(), RunRow.created_at)
+            )
+            return [Run.from_row(row) for row in rows]
+
+    async def complete_finished(self, run_ids: list[str] | None = None) -> list[str]:
+        """Mark running/paused runs whose every planned job is final as completed."""
+        statement = (
+            update(RunRow)
+            .where(
+                RunRow.status.in_([RunStatus.RUNNING, RunStatus.PAUSED]),
+                RunRow.succeeded + RunRow.failed >= RunRow.planned,
+            )
+            .values(status=RunStatus.COMPLETED, finished_at=datetime.now(UTC))
+            .returning(RunRow.id)
+        )
+        if run_ids is not None:
+            statement = statement.where(RunRow.id.in_(run_ids))
+        async with self._db.write() as session:
+            return list((await session.scalars(statement)).all())
+
+    async def stats(self, run_id: str) -> RunStats:
+        await self.get(run_id)
+        async with self._db.read() as session:
+            counts = await session.execute(
+                select(ResultRow.outcome, func.count())
+                .where(ResultRow.run_id == run_id)
+                .group_by(ResultRow.outcome)
+            )
+            outcomes = {outcome: count for outcome, count in counts}
+            durations = list(
+                await session.scalars(
+                    select(ResultRow.duration_ms)
+                    .where(ResultRow.run_id == run_id)
+                    .order_by(ResultRow.duration_ms)
+                )
+            )
+        total = sum(outcomes.values())
+        return RunStats(
+            run_id=run_id,
+            results=total,
+            outcomes=outcomes,
+            success_rate=(outcomes.get("ok", 0) / total) if total else 0.0,
+            duration_p50_ms=percentile(durations, 0.50),
+            duration_p95_ms=percentile(durations, 0.95),
+            duration_max_ms=durations[-1] if durations else 0.0,
+        )
+
+    async def results(self, run_id: str, *, after: int, limit: int) -> tuple[list[ResultRow], int]:
+        await self.get(run_id)
+        async with self._db.read() as session:
+            rows = list(
+                await session.scalars(
+                    select(ResultRow)
+                    .where(ResultRow.run_id == run_id, ResultRow.seq > after)
+                    .order_by(ResultRow.seq)
+                    .limit(limit + 1)
+                )
+            )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, (rows[-1].seq if more and rows else 0)

@@ -1,0 +1,1 @@
+"""Smartfleet contracts: Python generated from proto/ by `make proto`."""
