@@ -193,6 +193,21 @@ class Dispatcher:
 
         await asyncio.gather(*(publish_one(envelope) for envelope in envelopes))
 
+    async def extend_deadlines(self, job_ids: list[str], now: datetime | None = None) -> int:
+        """A node says these jobs still run: push their deadlines out by the recovery grace."""
+        now = now or datetime.now(UTC)
+        async with self._db.write() as session:
+            result = await session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id.in_(job_ids),
+                    JobRow.status == "dispatched",
+                    JobRow.deadline < now + self._recovery_grace,
+                )
+                .values(deadline=now + self._recovery_grace)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def recover_overdue(self, now: datetime | None = None) -> int:
         """Re-dispatch, as the next attempt, jobs dispatched but not reported by their deadline."""
         now = now or datetime.now(UTC)

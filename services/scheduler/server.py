@@ -174,6 +174,10 @@ class NodeLinkServicer(node_pb2_grpc.NodeLinkServicer):
     async def ReportInProgress(
         self, request: node_pb2.ReportInProgressRequest, context: grpc.aio.ServicerContext
     ) -> node_pb2.ReportInProgressResponse:
+        if len(request.job_ids) > MAX_RESULTS_PER_REPORT:
+            raise InvalidArgument("job_ids", f"at most {MAX_RESULTS_PER_REPORT} per report")
+        if request.job_ids:
+            await self._s.dispatcher.extend_deadlines(list(request.job_ids))
         return node_pb2.ReportInProgressResponse()
 
 

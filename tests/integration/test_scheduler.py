@@ -262,3 +262,31 @@ async def test_watch_run_streams_to_completion(
     assert seen[-1].status == runs_pb2.RUN_STATUS_COMPLETED
     assert seen[-1].counters.succeeded == 5
     assert len(seen) >= 2
+
+
+async def test_overdue_job_is_recovered_as_next_attempt(
+    scheduler: SchedulerService, channel: grpc.aio.Channel, nats_server: EmbeddedNatsServer
+) -> None:
+    """A job never reported by its deadline is re-published as attempt 2; in-progress reports delay that."""
+    api = scheduler_pb2_grpc.SchedulerStub(channel)
+    link = node_pb2_grpc.NodeLinkStub(channel)
+    await register(link, slots=2)
+    run = await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec(2), start=True), timeout=5)
+    nc = await nats.connect(nats_server.url)
+    try:
+        psub = await nc.jetstream().pull_subscribe_bind(bus.pool_consumer("chromium"), stream=bus.STREAM)
+        first = [envelope_from_bytes(m.data) for m in await psub.fetch(batch=2, timeout=5)]
+        assert sorted(e.attempt for e in first) == [1, 1]
+        kept, lost = first
+        await link.ReportInProgress(node_pb2.ReportInProgressRequest(node_id="peer", job_ids=[kept.job_id]), timeout=5)
+        # The kept job reports in progress just as the original deadline passes.
+        assert await scheduler.dispatcher.extend_deadlines([kept.job_id], now=lost.deadline) == 1
+        far_future = datetime.now(UTC) + timedelta(minutes=5)
+        assert await scheduler.dispatcher.recover_overdue(now=lost.deadline + timedelta(seconds=1)) == 1
+        retry = [envelope_from_bytes(m.data) for m in await psub.fetch(batch=2, timeout=5)]
+        assert [(e.job_id, e.attempt) for e in retry] == [(lost.job_id, 2)]
+        assert await scheduler.dispatcher.recover_overdue(now=far_future) == 2
+    finally:
+        await nc.close()
+    current = await api.GetRun(runs_pb2.GetRunRequest(run_id=run.id), timeout=5)
+    assert current.counters.in_flight == 2
