@@ -1,0 +1,245 @@
+"""The node's gRPC client to the scheduler (NodeLink): register, heartbeat, report results.
+
+The adapter of the node link: the only module of the node that touches protobuf messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import grpc
+
+from services.browser_node._backoff import Backoff
+from services.common.contracts import node_info_to_pb, node_load_to_pb, result_to_pb
+from services.common.errors import SmartfleetError, Unavailable
+from services.common.types import NodeInfo, NodeLoad, NodeState, SessionResult
+from smartfleet.v1 import node_pb2, node_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+# Worth trying again later: the scheduler is restarting, overloaded or briefly failing.
+_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+_MIN_INTERVAL = timedelta(milliseconds=100)
+_MAX_INTERVAL = timedelta(minutes=1)
+_DEFAULT_INTERVAL = timedelta(seconds=2)
+# Job ids per ReportInProgress call (the scheduler accepts up to 1000).
+_IN_PROGRESS_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStatus:
+    """What a heartbeat tells the scheduler about this node."""
+
+    load: NodeLoad
+    state: NodeState
+    slots: int
+    # Jobs to report in progress, so the scheduler does not recover them meanwhile.
+    in_flight: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetSlots:
+    slots: int
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun:
+    run_id: str
+
+
+NodeCommand = SetSlots | Drain | CancelRun
+
+
+def _error_from(error: grpc.aio.AioRpcError, call: str) -> SmartfleetError:
+    message = f"scheduler {call}: {error.code().name}: {error.details() or 'no details'}"
+    if error.code() in _RETRYABLE:
+        return Unavailable(message)
+    return SmartfleetError(message)
+
+
+def _command_from_pb(message: node_pb2.NodeCommand) -> NodeCommand | None:
+    kind = message.WhichOneof("command")
+    if kind == "set_slots":
+        return SetSlots(message.set_slots)
+    if kind == "drain" and message.drain:
+        return Drain()
+    if kind == "cancel_run":
+        return CancelRun(message.cancel_run)
+    return None
+
+
+class SchedulerLink:
+    """Registers the node, heartbeats in a background task, and carries result reports.
+
+    It keeps going across scheduler outages (backoff, then re-register when the scheduler says it
+    does not know the node). `registered` is set once the first Register succeeded.
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        info: Callable[[], NodeInfo],
+        status: Callable[[], NodeStatus],
+        on_command: Callable[[NodeCommand], None],
+        call_timeout: timedelta = timedelta(seconds=5),
+    ) -> None:
+        self._address = address
+        self._info = info
+        self._status = status
+        self._on_command = on_command
+        self._call_timeout = call_timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: node_pb2_grpc.NodeLinkAsyncStub | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._known = False
+        self.registered = asyncio.Event()
+        self.heartbeat_interval = _DEFAULT_INTERVAL
+
+    @property
+    def node_id(self) -> str:
+        return self._info().node_id
+
+    def _connect(self) -> node_pb2_grpc.NodeLinkAsyncStub:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self._address)
+            self._stub = node_pb2_grpc.NodeLinkStub(self._channel)  # type: ignore[assignment]
+        assert self._stub is not None
+        return self._stub
+
+    def start(self) -> None:
+        """Start registering and heartbeating in the background."""
+        if self._task is None:
+            self._connect()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="scheduler-link")
+
+    async def stop(self) -> None:
+        """Send a last heartbeat (so the scheduler sees the final state), then close the channel."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if self._known:
+                with contextlib.suppress(SmartfleetError):
+                    await self.heartbeat(timeout=timedelta(seconds=1))
+        channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            await channel.close(grace=1.0)
+
+    async def register(self) -> timedelta:
+        """One Register call; returns (and keeps) the heartbeat interval the scheduler wants."""
+        request = node_pb2.RegisterNodeRequest(info=node_info_to_pb(self._info()))
+        try:
+            reply = await self._connect().Register(
+                request, timeout=self._call_timeout.total_seconds()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _error_from(error, "Register") from error
+        interval = timedelta(seconds=reply.heartbeat_interval_s) or _DEFAULT_INTERVAL
+        self.heartbeat_interval = min(max(interval, _MIN_INTERVAL), _MAX_INTERVAL)
+        self._known = True
+        self.registered.set()
+        return self.heartbeat_interval
+
+    async def heartbeat(self, *, timeout: timedelta | None = None) -> bool:
+        """One Heartbeat; hands its commands to `on_command`. False when the node must re-register."""
+        status = self._status()
+        request = node_pb2.HeartbeatRequest(
+            node_id=self.node_id,
+            load=node_load_to_pb(status.load),
+            state=node_pb2.NodeState.Value(f"NODE_STATE_{status.state.name}"),
+            slots=status.slots,
+        )
+        try:
+            reply = await self._connect().Heartbeat(
+                request, timeout=(timeout or self._call_timeout).total_seconds()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _error_from(error, "Heartbeat") from error
+        for message in reply.commands:
+            command = _command_from_pb(message)
+            if command is not None:
+                self._on_command(command)
+        return reply.known
+
+    async def report_results(self, results: Sequence[SessionResult]) -> set[tuple[str, int]]:
+        """Report a batch; returns the (job_id, attempt) pairs the scheduler says it stored.
+
+        Raises Unavailable when trying again later may work, SmartfleetError otherwise.
+        """
+        request = node_pb2.ReportResultsRequest(
+            node_id=self.node_id, results=[result_to_pb(result) for result in results]
+        )
+        try:
+            reply = await self._connect().ReportResults(
+                request, timeout=self._call_timeout.total_seconds()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _error_from(error, "ReportResults") from error
+        return {(stored.job_id, stored.attempt) for stored in reply.stored}
+
+    async def report_in_progress(self, job_ids: Sequence[str]) -> None:
+        request = node_pb2.ReportInProgressRequest(node_id=self.node_id, job_ids=list(job_ids))
+        try:
+            await self._connect().ReportInProgress(
+                request, timeout=self._call_timeout.total_seconds()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _error_from(error, "ReportInProgress") from error
+
+    async def _run(self) -> None:
+        backoff = Backoff(initial=timedelta(milliseconds=250), maximum=timedelta(seconds=10))
+        outage = False
+        while True:
+            try:
+                if not self._known:
+                    await self.register()
+                    logger.info(
+                        "registered with the scheduler at %s (heartbeat every %.1fs)",
+                        self._address,
+                        self.heartbeat_interval.total_seconds(),
+                    )
+                elif not await self.heartbeat():
+                    logger.warning(
+                        "the scheduler does not know this node (it restarted?); registering again"
+                    )
+                    self._known = False
+                    continue
+                else:
+                    in_flight = self._status().in_flight
+                    for start in range(0, len(in_flight), _IN_PROGRESS_CHUNK):
+                        await self.report_in_progress(in_flight[start : start + _IN_PROGRESS_CHUNK])
+            except SmartfleetError as error:
+                if not outage:
+                    # Unavailable: the scheduler is away. Anything else: it refuses us (config?).
+                    level = logging.WARNING if isinstance(error, Unavailable) else logging.ERROR
+                    logger.log(level, "%s; retrying with backoff", error.message)
+                outage = True
+                await asyncio.sleep(backoff.next().total_seconds())
+                continue
+            if outage:
+                logger.info("the scheduler at %s answers again", self._address)
+            outage = False
+            backoff.reset()
+            await asyncio.sleep(self.heartbeat_interval.total_seconds())
