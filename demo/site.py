@@ -46,7 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "SmartfleetDemo/1"
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         return  # quiet: tests and demos make thousands of requests
 
     def _send(self, status: int, body: bytes, *, headers: dict[str, str] | None = None) -> None:
@@ -106,7 +106,7 @@ class DemoSite:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def record(self, path: str, user_agent: str, run_header: str) -> None:
         with self._lock:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.browser_node.server import serve
 from services.common.config import NodeSettings
-from services.common.logs import configure_logging
+from services.common.lifecycle import run_service
 
 
 def main(settings: NodeSettings | None = None) -> None:
-    settings = settings or NodeSettings()
-    configure_logging(level=settings.log_level, json_lines=settings.log_json)
-    asyncio.run(serve(settings))
+    run_service("browser node", serve, settings or NodeSettings())
 
 
 if __name__ == "__main__":

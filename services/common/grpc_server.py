@@ -121,9 +121,12 @@ class ServiceServer:
     async def start(self) -> str:
         """Bind and serve; returns the bound `host:port` (the port is real even when asked for 0)."""
         host = self._listen.rsplit(":", 1)[0]
-        self.port = self.server.add_insecure_port(self._listen)
+        try:
+            self.port = self.server.add_insecure_port(self._listen)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self._listen}")
+            raise OSError(f"cannot listen on {self._listen}: the address is taken or not local")
         await self.server.start()
         await self.set_serving(True)
         address = f"{host}:{self.port}"

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from services.common.errors import SmartfleetError
+from services.common.logs import configure_logging
+
+if TYPE_CHECKING:
+    from services.common.config import _Base
+
+S = TypeVar("S", bound="_Base")
 
 
 def shutdown_event() -> asyncio.Event:
@@ -13,3 +24,16 @@ def shutdown_event() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, event.set)
     return event
+
+
+def run_service(name: str, serve: Callable[[S], Coroutine[Any, Any, None]], settings: S) -> None:
+    """Entrypoint body: logging, then serve until a signal; a start-up failure exits 1, clearly."""
+    configure_logging(level=settings.log_level, json_lines=settings.log_json)
+    try:
+        asyncio.run(serve(settings))
+    except (OSError, RuntimeError, SmartfleetError) as error:
+        # A taken port, an unreachable NATS, a missing browser: say what, not a traceback.
+        logging.getLogger(name).error("%s cannot start: %s", name, error)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass

@@ -44,6 +44,8 @@ class EmbeddedNatsServer:
             "--ports_file_dir", str(ports_dir),
             stdout=log,
             stderr=log,
+            # Its own session: a terminal's Ctrl-C reaches the supervisor, which stops NATS last.
+            start_new_session=True,
         )  # fmt: skip
         log.close()
         deadline = asyncio.get_running_loop().time() + timeout

@@ -1,18 +1,14 @@
-"""`python -m services.gateway`: settings → logging → serve."""
+"""`python -m services.gateway`: settings → logging → serve until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
-import asyncio
-
 from services.common.config import GatewaySettings
-from services.common.logs import configure_logging
+from services.common.lifecycle import run_service
 from services.gateway.server import serve
 
 
 def main(settings: GatewaySettings | None = None) -> None:
-    settings = settings or GatewaySettings()
-    configure_logging(level=settings.log_level, json_lines=settings.log_json)
-    asyncio.run(serve(settings))
+    run_service("gateway", serve, settings or GatewaySettings())
 
 
 if __name__ == "__main__":

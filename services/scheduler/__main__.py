@@ -1,18 +1,14 @@
-"""`python -m services.scheduler`: settings → logging → serve."""
+"""`python -m services.scheduler`: settings → logging → serve until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
-import asyncio
-
 from services.common.config import SchedulerSettings
-from services.common.logs import configure_logging
+from services.common.lifecycle import run_service
 from services.scheduler.server import serve
 
 
 def main(settings: SchedulerSettings | None = None) -> None:
-    settings = settings or SchedulerSettings()
-    configure_logging(level=settings.log_level, json_lines=settings.log_json)
-    asyncio.run(serve(settings))
+    run_service("scheduler", serve, settings or SchedulerSettings())
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ TOKEN = "test-token-1"
 @pytest.fixture
 async def gateway(nats_server: EmbeddedNatsServer, sqlite_url: str) -> AsyncIterator[str]:
     scheduler = SchedulerService(
-        SchedulerSettings(scheduler_listen="127.0.0.1:0", database_url=sqlite_url, nats_url=nats_server.url)
+        SchedulerSettings(
+            scheduler_listen="127.0.0.1:0", database_url=sqlite_url, nats_url=nats_server.url
+        )
     )
     await scheduler.start()
     # One plain token and one configured only by its hash.
@@ -56,7 +58,9 @@ async def test_missing_or_wrong_token_is_unauthenticated(gateway: str) -> None:
                 await fleet.ListRuns(runs_pb2.ListRunsRequest(), metadata=metadata, timeout=5)
             assert unary.value.code() == grpc.StatusCode.UNAUTHENTICATED
             with pytest.raises(grpc.aio.AioRpcError) as streaming:
-                async for _ in fleet.WatchRun(runs_pb2.WatchRunRequest(run_id="x"), metadata=metadata, timeout=5):
+                async for _ in fleet.WatchRun(
+                    runs_pb2.WatchRunRequest(run_id="x"), metadata=metadata, timeout=5
+                ):
                     pass
             assert streaming.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
@@ -66,15 +70,23 @@ async def test_valid_tokens_reach_the_scheduler(gateway: str) -> None:
     async with grpc.aio.insecure_channel(gateway) as channel:
         fleet = fleet_pb2_grpc.FleetStub(channel)
         spec = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=3)
-        run = await fleet.CreateRun(runs_pb2.CreateRunRequest(spec=spec), metadata=auth(TOKEN), timeout=5)
-        listed = await fleet.ListRuns(runs_pb2.ListRunsRequest(), metadata=auth("hashed-token"), timeout=5)
+        run = await fleet.CreateRun(
+            runs_pb2.CreateRunRequest(spec=spec), metadata=auth(TOKEN), timeout=5
+        )
+        listed = await fleet.ListRuns(
+            runs_pb2.ListRunsRequest(), metadata=auth("hashed-token"), timeout=5
+        )
         assert [r.id for r in listed.runs] == [run.id]
         with pytest.raises(grpc.aio.AioRpcError) as missing:
-            await fleet.GetRun(runs_pb2.GetRunRequest(run_id="nope"), metadata=auth(TOKEN), timeout=5)
+            await fleet.GetRun(
+                runs_pb2.GetRunRequest(run_id="nope"), metadata=auth(TOKEN), timeout=5
+            )
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         with pytest.raises(grpc.aio.AioRpcError) as invalid:
             bad = runs_pb2.RunSpec(targets=["http://127.0.0.1/"], sessions=0)
-            await fleet.CreateRun(runs_pb2.CreateRunRequest(spec=bad), metadata=auth(TOKEN), timeout=5)
+            await fleet.CreateRun(
+                runs_pb2.CreateRunRequest(spec=bad), metadata=auth(TOKEN), timeout=5
+            )
         assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert (invalid.value.details() or "").startswith("spec.sessions")
 
@@ -82,7 +94,9 @@ async def test_valid_tokens_reach_the_scheduler(gateway: str) -> None:
 async def test_health_is_open_and_serving(gateway: str) -> None:
     """gRPC health checking answers without a token."""
     async with grpc.aio.insecure_channel(gateway) as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -91,12 +105,16 @@ async def test_many_watchers_share_a_run_feed(gateway: str) -> None:
     async with grpc.aio.insecure_channel(gateway) as channel:
         fleet = fleet_pb2_grpc.FleetStub(channel)
         spec = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=1)
-        run = await fleet.CreateRun(runs_pb2.CreateRunRequest(spec=spec), metadata=auth(TOKEN), timeout=5)
+        run = await fleet.CreateRun(
+            runs_pb2.CreateRunRequest(spec=spec), metadata=auth(TOKEN), timeout=5
+        )
         statuses: list[list[int]] = [[] for _ in range(20)]
         snapshot_seen = [asyncio.Event() for _ in range(20)]
 
         async def watch(position: int) -> None:
-            call = fleet.WatchRun(runs_pb2.WatchRunRequest(run_id=run.id), metadata=auth(TOKEN), timeout=20)
+            call = fleet.WatchRun(
+                runs_pb2.WatchRunRequest(run_id=run.id), metadata=auth(TOKEN), timeout=20
+            )
             async for update in call:
                 statuses[position].append(update.status)
                 snapshot_seen[position].set()
@@ -106,6 +124,11 @@ async def test_many_watchers_share_a_run_feed(gateway: str) -> None:
 
         tasks = [asyncio.create_task(watch(i)) for i in range(20)]
         await asyncio.wait_for(asyncio.gather(*(event.wait() for event in snapshot_seen)), 10)
-        await fleet.StartRun(runs_pb2.StartRunRequest(run_id=run.id), metadata=auth(TOKEN), timeout=5)
+        await fleet.StartRun(
+            runs_pb2.StartRunRequest(run_id=run.id), metadata=auth(TOKEN), timeout=5
+        )
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
-        assert all(s[0] == runs_pb2.RUN_STATUS_DRAFT and s[-1] == runs_pb2.RUN_STATUS_RUNNING for s in statuses)
+        assert all(
+            s[0] == runs_pb2.RUN_STATUS_DRAFT and s[-1] == runs_pb2.RUN_STATUS_RUNNING
+            for s in statuses
+        )

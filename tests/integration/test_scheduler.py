@@ -50,7 +50,9 @@ async def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> Async
 
 
 @pytest.fixture
-async def scheduler(nats_server: EmbeddedNatsServer, database_url: str) -> AsyncIterator[SchedulerService]:
+async def scheduler(
+    nats_server: EmbeddedNatsServer, database_url: str
+) -> AsyncIterator[SchedulerService]:
     settings = SchedulerSettings(
         scheduler_listen="127.0.0.1:0",
         database_url=database_url,
@@ -101,7 +103,9 @@ async def register(link: node_pb2_grpc.NodeLinkStub, *, slots: int, node_id: str
     await link.Register(node_pb2.RegisterNodeRequest(info=node_info_to_pb(info)), timeout=5)
 
 
-async def wait_for_status(api: scheduler_pb2_grpc.SchedulerStub, run_id: str, status: int) -> runs_pb2.Run:
+async def wait_for_status(
+    api: scheduler_pb2_grpc.SchedulerStub, run_id: str, status: int
+) -> runs_pb2.Run:
     for _ in range(200):
         run = await api.GetRun(runs_pb2.GetRunRequest(run_id=run_id), timeout=5)
         if run.status == status:
@@ -119,7 +123,9 @@ async def test_run_completes_and_dispatch_stays_within_credit(
     await register(link, slots=3)
     run = await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec(20), start=True), timeout=5)
     nc = await nats.connect(nats_server.url)
-    psub = await nc.jetstream().pull_subscribe_bind(bus.pool_consumer("chromium"), stream=bus.STREAM)
+    psub = await nc.jetstream().pull_subscribe_bind(
+        bus.pool_consumer("chromium"), stream=bus.STREAM
+    )
     reported = 0
     try:
         while reported < 20:
@@ -131,7 +137,9 @@ async def test_run_completes_and_dispatch_stays_within_credit(
             assert current.counters.in_flight <= 3
             assert len(messages) <= 3
             response = await link.ReportResults(
-                node_pb2.ReportResultsRequest(node_id="peer", results=[result_to_pb(ok_result(m.data)) for m in messages]),
+                node_pb2.ReportResultsRequest(
+                    node_id="peer", results=[result_to_pb(ok_result(m.data)) for m in messages]
+                ),
                 timeout=5,
             )
             assert all(stored.new for stored in response.stored)
@@ -156,10 +164,14 @@ async def test_reported_twice_is_counted_once(
     run = await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec(2), start=True), timeout=5)
     nc = await nats.connect(nats_server.url)
     try:
-        psub = await nc.jetstream().pull_subscribe_bind(bus.pool_consumer("chromium"), stream=bus.STREAM)
+        psub = await nc.jetstream().pull_subscribe_bind(
+            bus.pool_consumer("chromium"), stream=bus.STREAM
+        )
         messages = await psub.fetch(batch=1, timeout=5)
         result = result_to_pb(ok_result(messages[0].data))
-        first = await link.ReportResults(node_pb2.ReportResultsRequest(node_id="peer", results=[result]), timeout=5)
+        first = await link.ReportResults(
+            node_pb2.ReportResultsRequest(node_id="peer", results=[result]), timeout=5
+        )
         again = await link.ReportResults(
             node_pb2.ReportResultsRequest(node_id="peer", results=[result, result]), timeout=5
         )
@@ -193,7 +205,10 @@ async def test_bad_node_reports_are_refused_not_crashing(channel: grpc.aio.Chann
     link = node_pb2_grpc.NodeLinkStub(channel)
     for bad, field in (
         (node_pb2.ReportResultsRequest(node_id="n", results=[{"attempt": 1}]), "results[0].job_id"),
-        (node_pb2.ReportResultsRequest(node_id="n", results=[{"job_id": "x", "attempt": 0}]), "results[0].attempt"),
+        (
+            node_pb2.ReportResultsRequest(node_id="n", results=[{"job_id": "x", "attempt": 0}]),
+            "results[0].attempt",
+        ),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await link.ReportResults(bad, timeout=5)
@@ -206,7 +221,9 @@ async def test_bad_node_reports_are_refused_not_crashing(channel: grpc.aio.Chann
     assert [s.new for s in response.stored] == [False]
 
 
-async def test_silent_node_is_lost_and_gets_no_work(scheduler: SchedulerService, channel: grpc.aio.Channel) -> None:
+async def test_silent_node_is_lost_and_gets_no_work(
+    scheduler: SchedulerService, channel: grpc.aio.Channel
+) -> None:
     """A node that stops heartbeating is marked lost and its capacity is withdrawn."""
     api = scheduler_pb2_grpc.SchedulerStub(channel)
     link = node_pb2_grpc.NodeLinkStub(channel)
@@ -224,7 +241,8 @@ async def test_silent_node_is_lost_and_gets_no_work(scheduler: SchedulerService,
     current = await api.GetRun(runs_pb2.GetRunRequest(run_id=run.id), timeout=5)
     assert current.counters.dispatched == 0
     beat = await link.Heartbeat(
-        node_pb2.HeartbeatRequest(node_id="peer", state=node_pb2.NODE_STATE_READY, slots=4), timeout=5
+        node_pb2.HeartbeatRequest(node_id="peer", state=node_pb2.NODE_STATE_READY, slots=4),
+        timeout=5,
     )
     assert beat.known
     assert scheduler.registry.capacity("chromium") == 4
@@ -247,12 +265,16 @@ async def test_watch_run_streams_to_completion(
     watcher = asyncio.create_task(watch())
     nc = await nats.connect(nats_server.url)
     try:
-        psub = await nc.jetstream().pull_subscribe_bind(bus.pool_consumer("chromium"), stream=bus.STREAM)
+        psub = await nc.jetstream().pull_subscribe_bind(
+            bus.pool_consumer("chromium"), stream=bus.STREAM
+        )
         got = 0
         while got < 5:
             messages = await psub.fetch(batch=5, timeout=5)
             await link.ReportResults(
-                node_pb2.ReportResultsRequest(node_id="peer", results=[result_to_pb(ok_result(m.data)) for m in messages]),
+                node_pb2.ReportResultsRequest(
+                    node_id="peer", results=[result_to_pb(ok_result(m.data)) for m in messages]
+                ),
                 timeout=5,
             )
             got += len(messages)
@@ -274,15 +296,22 @@ async def test_overdue_job_is_recovered_as_next_attempt(
     run = await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec(2), start=True), timeout=5)
     nc = await nats.connect(nats_server.url)
     try:
-        psub = await nc.jetstream().pull_subscribe_bind(bus.pool_consumer("chromium"), stream=bus.STREAM)
+        psub = await nc.jetstream().pull_subscribe_bind(
+            bus.pool_consumer("chromium"), stream=bus.STREAM
+        )
         first = [envelope_from_bytes(m.data) for m in await psub.fetch(batch=2, timeout=5)]
         assert sorted(e.attempt for e in first) == [1, 1]
         kept, lost = first
-        await link.ReportInProgress(node_pb2.ReportInProgressRequest(node_id="peer", job_ids=[kept.job_id]), timeout=5)
+        await link.ReportInProgress(
+            node_pb2.ReportInProgressRequest(node_id="peer", job_ids=[kept.job_id]), timeout=5
+        )
         # The kept job reports in progress just as the original deadline passes.
         assert await scheduler.dispatcher.extend_deadlines([kept.job_id], now=lost.deadline) == 1
         far_future = datetime.now(UTC) + timedelta(minutes=5)
-        assert await scheduler.dispatcher.recover_overdue(now=lost.deadline + timedelta(seconds=1)) == 1
+        assert (
+            await scheduler.dispatcher.recover_overdue(now=lost.deadline + timedelta(seconds=1))
+            == 1
+        )
         retry = [envelope_from_bytes(m.data) for m in await psub.fetch(batch=2, timeout=5)]
         assert [(e.job_id, e.attempt) for e in retry] == [(lost.job_id, 2)]
         assert await scheduler.dispatcher.recover_overdue(now=far_future) == 2

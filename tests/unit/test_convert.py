@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.common.contracts import envelope_from_bytes, envelope_to_bytes, result_from_pb, result_to_pb
+from services.common.contracts import (
+    envelope_from_bytes,
+    envelope_to_bytes,
+    result_from_pb,
+    result_to_pb,
+)
 from services.common.types import ErrorClass, JobEnvelope, NavigationTiming, Outcome, SessionResult
 from services.scheduler._convert import spec_data_from_pb, spec_to_pb
 from services.scheduler._spec import validate_spec

@@ -31,7 +31,10 @@ def test_parse_refuses_with_the_accepted_form(text: str) -> None:
         parse_duration(text)
 
 
-@pytest.mark.parametrize("value", [timedelta(milliseconds=250), timedelta(seconds=5), timedelta(minutes=2), timedelta(hours=3)])
+@pytest.mark.parametrize(
+    "value",
+    [timedelta(milliseconds=250), timedelta(seconds=5), timedelta(minutes=2), timedelta(hours=3)],
+)
 def test_format_round_trips(value: timedelta) -> None:
     """format_duration produces a string parse_duration reads back exactly."""
     assert parse_duration(format_duration(value)) == value

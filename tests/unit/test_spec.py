@@ -21,7 +21,11 @@ def refusal(data: dict[str, object], allowed: list[str] | None = None) -> Invali
 def test_minimal_spec_gets_defaults() -> None:
     """A spec with targets and sessions is valid and takes fast pacing, chromium, 60s timeout."""
     spec = validate_spec({"targets": [LOCAL], "sessions": 3}, allowed_hosts=[])
-    assert (spec.pacing.mode, spec.engine, spec.limits.session_timeout) == ("fast", "chromium", timedelta(seconds=60))
+    assert (spec.pacing.mode, spec.engine, spec.limits.session_timeout) == (
+        "fast",
+        "chromium",
+        timedelta(seconds=60),
+    )
 
 
 def test_negative_sessions_names_the_field() -> None:

@@ -1,0 +1,1 @@
+"""`smartctl`: the Smartfleet command line (talks to the gateway; `up` supervises a local stack)."""

@@ -1,0 +1,168 @@
+"""The Fleet API client: bearer token, a deadline on every call, gRPC errors as CliError."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import NoReturn, TypeVar
+
+import grpc
+
+from cli._config import Connection
+from cli._errors import CliError
+from smartfleet.v1 import fleet_pb2_grpc, node_pb2, runs_pb2
+
+ResponseT = TypeVar("ResponseT")
+
+# A watch stream is re-opened after this long: each call keeps a deadline, a watch can last days.
+WATCH_SEGMENT_S = 300.0
+# Consecutive failed re-opens of a watch before giving up.
+WATCH_RECONNECTS = 5
+
+
+class FleetClient:
+    """A synchronous client of the public Fleet API for one gateway."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._channel = grpc.insecure_channel(
+            connection.gateway,
+            options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+        )
+        self._stub = fleet_pb2_grpc.FleetStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {connection.token}"),) if connection.token else ()
+        )
+
+    @property
+    def gateway(self) -> str:
+        return self._connection.gateway
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> FleetClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def create_run(self, spec: runs_pb2.RunSpec, *, start: bool = False) -> runs_pb2.Run:
+        request = runs_pb2.CreateRunRequest(spec=spec, start=start)
+        return self._unary(self._stub.CreateRun, request)
+
+    def start_run(self, run_id: str) -> runs_pb2.Run:
+        return self._unary(self._stub.StartRun, runs_pb2.StartRunRequest(run_id=run_id))
+
+    def get_run(self, run_id: str) -> runs_pb2.Run:
+        return self._unary(self._stub.GetRun, runs_pb2.GetRunRequest(run_id=run_id))
+
+    def list_runs(self, *, limit: int = 20) -> list[runs_pb2.Run]:
+        response = self._unary(self._stub.ListRuns, runs_pb2.ListRunsRequest(limit=limit))
+        return list(response.runs)
+
+    def get_run_stats(self, run_id: str) -> runs_pb2.RunStats:
+        return self._unary(self._stub.GetRunStats, runs_pb2.GetRunStatsRequest(run_id=run_id))
+
+    def list_nodes(self) -> list[node_pb2.Node]:
+        response = self._unary(self._stub.ListNodes, node_pb2.ListNodesRequest())
+        return list(response.nodes)
+
+    def watch_run(self, run_id: str) -> Iterator[runs_pb2.Run]:
+        """Snapshots of the run until it is final; re-opens the stream when a segment ends."""
+        delivered = False
+        failures = 0
+        while True:
+            try:
+                for run in self._stub.WatchRun(
+                    runs_pb2.WatchRunRequest(run_id=run_id),
+                    timeout=WATCH_SEGMENT_S,
+                    metadata=self._metadata,
+                ):
+                    delivered, failures = True, 0
+                    yield run
+                    if is_final(run):
+                        return
+            except grpc.RpcError as error:
+                code = _code(error)
+                if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                    continue  # the segment ended; the next one starts with a snapshot
+                # A gateway that went away mid-watch (restart, deploy) gets a few chances.
+                failures += 1
+                if (
+                    code is not grpc.StatusCode.UNAVAILABLE
+                    or not delivered
+                    or failures > WATCH_RECONNECTS
+                ):
+                    self._raise(error)
+                time.sleep(min(2.0**failures, 10.0))
+                continue
+            # The server closed the stream before the run was final: read it, then watch again.
+            run = self.get_run(run_id)
+            if is_final(run):
+                yield run
+                return
+            time.sleep(0.5)
+
+    def _unary(self, method: Callable[..., ResponseT], request: object) -> ResponseT:
+        try:
+            return method(request, timeout=self._connection.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            self._raise(error)
+
+    def _raise(self, error: grpc.RpcError) -> NoReturn:
+        raise translate_error(
+            error, gateway=self._connection.gateway, timeout=self._connection.timeout
+        )
+
+
+FINAL_STATUSES = frozenset(
+    {runs_pb2.RUN_STATUS_COMPLETED, runs_pb2.RUN_STATUS_CANCELLED, runs_pb2.RUN_STATUS_FAILED}
+)
+
+
+def is_final(run: runs_pb2.Run) -> bool:
+    return run.status in FINAL_STATUSES
+
+
+def is_completed(run: runs_pb2.Run) -> bool:
+    return run.status == runs_pb2.RUN_STATUS_COMPLETED
+
+
+def is_draft(run: runs_pb2.Run) -> bool:
+    return run.status == runs_pb2.RUN_STATUS_DRAFT
+
+
+def _code(error: grpc.RpcError) -> grpc.StatusCode | None:
+    code = getattr(error, "code", None)
+    return code() if callable(code) else None
+
+
+def _details(error: grpc.RpcError) -> str:
+    details = getattr(error, "details", None)
+    return (details() if callable(details) else None) or str(error)
+
+
+def translate_error(error: grpc.RpcError, *, gateway: str, timeout: float) -> CliError:
+    """The message a user can act on for a failed call; the server's own words when it has them."""
+    code = _code(error)
+    details = _details(error)
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return CliError(
+            f"cannot reach the gateway at {gateway}: is `smartctl up` running? ({details})"
+        )
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        return CliError(
+            f"the gateway at {gateway} did not accept the token ({details}): pass --token or set "
+            "SMARTFLEET_TOKEN (`smartctl up` prints the token and keeps it in <data-dir>/stack.json)"
+        )
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        return CliError(f"the token is not allowed to do this: {details}")
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CliError(f"the gateway at {gateway} did not answer within {timeout:g}s")
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return CliError(f"invalid request: {details}")
+    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+        return CliError(details)
+    name = code.name if code is not None else "ERROR"
+    return CliError(f"{name}: {details}")

@@ -1,0 +1,314 @@
+"""`Stack`: the whole fleet on one machine — NATS, scheduler, gateway and one browser node.
+
+What `smartctl up` runs, and what end-to-end tests start. Each service is a subprocess
+(`python -m services.<name>`) configured through SMARTFLEET_* variables; the stack waits for
+each one's ready file, which holds the address it really bound (ports may be 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from cli._config import read_stack_file, stack_file, write_stack_file
+from cli._errors import CliError
+from cli._service_process import (
+    SERVICE_MODULES,
+    ServiceName,
+    ServiceProcess,
+    StackError,
+    tail,
+)
+from services.common.errors import SmartfleetError
+from services.common.nats_server import EmbeddedNatsServer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ServiceName", "Stack", "StackError", "StackInfo", "tail"]
+
+_STOP_ORDER: tuple[ServiceName, ...] = ("node", "gateway", "scheduler")
+# Children of this source tree find `services` even when it is not installed.
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StackInfo:
+    """Where everything listens; written to <data-dir>/stack.json for the CLI."""
+
+    gateway: str
+    token: str
+    scheduler: str
+    nats_url: str
+    database_url: str
+    data_dir: str
+    node_id: str
+    supervisor_pid: int
+    pids: dict[str, int] = field(default_factory=dict)
+    started_at: str = ""
+
+
+class Stack:
+    """Starts and stops the local fleet; `async with Stack(data_dir=…) as stack:` in tests."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        gateway_port: int = 50051,
+        scheduler_port: int = 50052,
+        node_slots: int = 0,
+        node_id: str | None = None,
+        token: str | None = None,
+        host: str = "127.0.0.1",
+        env: Mapping[str, str] | None = None,
+        start_timeout: timedelta = timedelta(seconds=60),
+        stop_timeout: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.data_dir = data_dir.expanduser().resolve()
+        self.token = token or secrets.token_urlsafe(32)
+        self.node_id = node_id or f"{socket.gethostname()}-local"
+        self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'smartfleet.db'}"
+        self._host = host
+        self._ports = {"gateway": gateway_port, "scheduler": scheduler_port}
+        self._node_slots = node_slots
+        self._extra_env = dict(env or {})
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._nats: EmbeddedNatsServer | None = None
+        self.nats_url = ""
+        self._services: dict[ServiceName, ServiceProcess] = {
+            name: ServiceProcess(name=name, data_dir=self.data_dir) for name in SERVICE_MODULES
+        }
+        self._started_at = ""
+        self._wrote_stack_file = False
+
+    # -- addresses ---------------------------------------------------------------------------
+
+    @property
+    def gateway_addr(self) -> str:
+        return self._services["gateway"].address
+
+    @property
+    def scheduler_addr(self) -> str:
+        return self._services["scheduler"].address
+
+    @property
+    def node_pid(self) -> int | None:
+        return self._services["node"].pid if self._services["node"].running else None
+
+    def log_path(self, name: ServiceName) -> Path:
+        return self._services[name].log_path
+
+    @property
+    def info(self) -> StackInfo:
+        pids: dict[str, int | None] = {
+            name: service.pid for name, service in self._services.items() if service.running
+        }
+        if self._nats is not None and self._nats.pid:
+            pids["nats"] = self._nats.pid
+        return StackInfo(
+            gateway=self.gateway_addr,
+            token=self.token,
+            scheduler=self.scheduler_addr,
+            nats_url=self.nats_url,
+            database_url=self.database_url,
+            data_dir=str(self.data_dir),
+            node_id=self.node_id,
+            supervisor_pid=os.getpid(),
+            pids={name: pid for name, pid in pids.items() if pid is not None},
+            started_at=self._started_at,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> StackInfo:
+        """NATS, then the scheduler, then gateway and node; stops what started if one fails."""
+        self._refuse_if_running()
+        for name, port in self._ports.items():
+            _require_free_port(self._host, port, flag=f"--{name}-port")
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        try:
+            nats_dir = self.data_dir / "nats"
+            nats_dir.mkdir(exist_ok=True)
+            self._nats = EmbeddedNatsServer(nats_dir)
+            try:
+                self.nats_url = await self._nats.start(timeout=self._start_timeout.total_seconds())
+            except SmartfleetError as error:
+                raise StackError(f"NATS did not start: {error.message}") from error
+            await self._start_service("scheduler")
+            await self._start_together("gateway", "node")
+            self._write_stack_file()
+        except BaseException:
+            await self.stop()
+            raise
+        return self.info
+
+    async def stop(self) -> None:
+        """Stop node, gateway, scheduler (SIGTERM, then SIGKILL after the timeout), then NATS."""
+        for name in _STOP_ORDER:
+            service = self._services[name]
+            try:
+                await service.stop(timeout=self._stop_timeout)
+            except Exception:  # keep stopping the others
+                logger.exception("stopping %s failed", name)
+        nats, self._nats = self._nats, None
+        if nats is not None:
+            await nats.stop()
+        if self._wrote_stack_file:
+            stack_file(self.data_dir).unlink(missing_ok=True)
+            self._wrote_stack_file = False
+
+    async def restart(self, name: ServiceName) -> None:
+        """Start a service that exited again, on the address it had (clients keep working)."""
+        await self._services[name].stop(timeout=self._stop_timeout)
+        await self._start_service(name)
+        self._write_stack_file()
+
+    async def kill_node(self, signum: int = signal.SIGKILL) -> int | None:
+        """Signal the browser node (SIGKILL: with its browsers, like a lost host) and wait."""
+        node = self._services["node"]
+        await node.signal(signum)
+        code = await node.wait(self._stop_timeout)
+        if code is None:
+            await node.signal(signal.SIGKILL)
+            code = await node.wait(timedelta(seconds=10))
+        return code
+
+    async def start_node(self) -> None:
+        """Start the browser node again (same node id) after `kill_node`."""
+        await self.restart("node")
+
+    async def wait_for_exit(self) -> ServiceName:
+        """Block until one of the services exits; returns its name (for a supervisor)."""
+        waits = {
+            asyncio.ensure_future(service.process.wait()): name
+            for name, service in self._services.items()
+            if service.process is not None and service.process.returncode is None
+        }
+        if not waits:
+            raise StackError("no service is running")
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        return waits[next(iter(done))]
+
+    def exit_code(self, name: ServiceName) -> int | None:
+        process = self._services[name].process
+        return process.returncode if process else None
+
+    async def __aenter__(self) -> Stack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _start_together(self, *names: ServiceName) -> None:
+        tasks = [asyncio.ensure_future(self._start_service(name)) for name in names]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:  # one failed: the others' waits end too (stop() reaps them)
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _start_service(self, name: ServiceName) -> None:
+        await self._services[name].start(self._env_for(name), timeout=self._start_timeout)
+        logger.info("%s ready on %s", name, self._services[name].address)
+
+    def _env_for(self, name: ServiceName) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        if (_PROJECT_ROOT / "services").is_dir():
+            env["PYTHONPATH"] = os.pathsep.join(
+                part for part in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if part
+            )
+        env["SMARTFLEET_NATS_URL"] = self.nats_url
+        if name == "scheduler":
+            env["SMARTFLEET_SCHEDULER_LISTEN"] = self._listen_address("scheduler")
+            env["SMARTFLEET_DATABASE_URL"] = self.database_url
+        elif name == "gateway":
+            env["SMARTFLEET_GATEWAY_LISTEN"] = self._listen_address("gateway")
+            env["SMARTFLEET_SCHEDULER_ADDR"] = self.scheduler_addr
+            env["SMARTFLEET_GATEWAY_TOKENS"] = self.token
+        else:
+            env["SMARTFLEET_SCHEDULER_ADDR"] = self.scheduler_addr
+            env["SMARTFLEET_NODE_ID"] = self.node_id
+            env["SMARTFLEET_NODE_SLOTS"] = str(self._node_slots)
+            env["SMARTFLEET_NODE_LISTEN"] = f"{self._host}:0"
+        env.update(self._extra_env)
+        return env
+
+    def _listen_address(self, name: Literal["scheduler", "gateway"]) -> str:
+        # After a first start the real port is known: a restart binds the same one.
+        return self._services[name].address or f"{self._host}:{self._ports[name]}"
+
+    def _refuse_if_running(self) -> None:
+        try:
+            existing = read_stack_file(self.data_dir)
+        except CliError:
+            existing = None
+        if not existing:
+            return
+        pid = existing.get("supervisor_pid")
+        if isinstance(pid, int) and _alive(pid):
+            raise StackError(
+                f"a stack is already running from {self.data_dir} (supervisor pid {pid}); "
+                "stop it (Ctrl-C in its terminal) or use another --data-dir"
+            )
+        children = existing.get("pids")
+        leftovers = sorted(
+            f"{name} {child}"
+            for name, child in (children.items() if isinstance(children, dict) else ())
+            if isinstance(child, int) and _alive(child)
+        )
+        if leftovers:
+            raise StackError(
+                f"services of an earlier stack in {self.data_dir} are still running "
+                f"({', '.join(leftovers)}) though its supervisor is gone; stop them "
+                f"(kill <pid>) and remove {stack_file(self.data_dir)}"
+            )
+
+    def _write_stack_file(self) -> None:
+        write_stack_file(self.data_dir, asdict(self.info))
+        self._wrote_stack_file = True
+
+
+def _require_free_port(host: str, port: int, *, flag: str) -> None:
+    """Fail before starting anything when a fixed port is taken (often: another stack)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise StackError(
+                f"{host}:{port} is in use ({error.strerror}): another `smartctl up`? "
+                f"pass {flag} with another port, or 0 for any free one"
+            ) from error
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,321 @@
+"""smartctl without a fleet: spec files, stack.json lookup, output, error mapping."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from rich.console import Console
+from typer.testing import CliRunner
+
+from cli._client import translate_error
+from cli._config import read_stack_file, resolve_connection, write_stack_file
+from cli._errors import CliError
+from cli._output import message_dict, nodes_table, run_status, run_table, stats_summary, stats_table
+from cli._serve import build_settings
+from cli._spec import build_spec, load_spec_document, spec_from_document
+from cli._stack import Stack, StackError
+from cli._watch import exit_code_for
+from cli.main import app
+from services.common.config import NodeSettings
+from smartfleet.v1 import node_pb2, runs_pb2
+
+runner = CliRunner()
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- spec files ---------------------------------------------------------------------------------
+
+
+def test_yaml_spec_with_human_durations(tmp_path: Path) -> None:
+    """A YAML spec parses, and `30s`/`1500ms` durations become proto Durations."""
+    spec_file = _write(
+        tmp_path / "spec.yaml",
+        "name: smoke\n"
+        "targets: [http://127.0.0.1:8080/, http://127.0.0.1:8080/about]\n"
+        "sessions: 50\n"
+        "engine: chromium\n"
+        "pacing: {mode: fast}\n"
+        "limits:\n  max_concurrency: 4\n  session_timeout: 1500ms\n",
+    )
+    spec = build_spec(document=load_spec_document(spec_file), source=str(spec_file))
+    assert spec.name == "smoke"
+    assert list(spec.targets) == ["http://127.0.0.1:8080/", "http://127.0.0.1:8080/about"]
+    assert spec.sessions == 50
+    assert spec.pacing.mode == "fast"
+    assert spec.limits.max_concurrency == 4
+    assert spec.limits.session_timeout.ToTimedelta() == timedelta(milliseconds=1500)
+
+
+def test_json_spec_accepts_json_names_and_minutes(tmp_path: Path) -> None:
+    """A JSON spec parses with camelCase names too, and `2m` means 120 seconds."""
+    spec_file = _write(
+        tmp_path / "spec.json",
+        json.dumps(
+            {
+                "targets": ["https://example.test/"],
+                "sessions": 3,
+                "limits": {"sessionTimeout": "2m"},
+            }
+        ),
+    )
+    spec = spec_from_document(load_spec_document(spec_file))
+    assert spec.sessions == 3
+    assert spec.limits.session_timeout.seconds == 120
+
+
+def test_unknown_top_level_field_is_named_with_a_suggestion() -> None:
+    """A misspelt field is an error that names it and suggests the right one."""
+    with pytest.raises(CliError) as caught:
+        spec_from_document({"targets": ["http://x/"], "sesions": 3}, source="spec.yaml")
+    assert "'sesions'" in caught.value.message
+    assert "did you mean 'sessions'" in caught.value.message
+    assert caught.value.message.startswith("spec.yaml:")
+
+
+def test_unknown_nested_field_is_named_by_its_path() -> None:
+    """An unknown field inside a nested message is named by its dotted path."""
+    with pytest.raises(CliError, match=r"unknown field 'limits\.max_concurency'"):
+        spec_from_document({"targets": ["http://x/"], "limits": {"max_concurency": 2}})
+
+
+def test_invalid_duration_names_the_field() -> None:
+    """A duration that does not parse is an error naming the field and the accepted form."""
+    with pytest.raises(CliError, match=r"limits\.session_timeout.*500ms, 5s, 2m or 1h"):
+        spec_from_document({"targets": ["http://x/"], "limits": {"session_timeout": "soon"}})
+
+
+def test_numeric_duration_is_refused() -> None:
+    """A bare number is not taken as a duration: the unit must be written."""
+    with pytest.raises(CliError, match=r"limits\.session_timeout: write durations like"):
+        spec_from_document({"targets": ["http://x/"], "limits": {"session_timeout": 30}})
+
+
+def test_wrong_value_type_is_reported_by_the_parser() -> None:
+    """A value of the wrong type is refused by ParseDict with the field in the message."""
+    with pytest.raises(CliError, match="sessions"):
+        spec_from_document({"targets": ["http://x/"], "sessions": "many"})
+
+
+def test_flags_override_the_file() -> None:
+    """Flags replace the file's targets and set sessions, name, concurrency and timeout."""
+    spec = build_spec(
+        document={"targets": ["http://a/"], "sessions": 5, "name": "file"},
+        targets=["http://b/", "http://c/"],
+        sessions=7,
+        name="flags",
+        concurrency=2,
+        timeout="45s",
+    )
+    assert list(spec.targets) == ["http://b/", "http://c/"]
+    assert (spec.sessions, spec.name, spec.limits.max_concurrency) == (7, "flags", 2)
+    assert spec.limits.session_timeout.seconds == 45
+
+
+def test_flags_alone_default_to_one_session() -> None:
+    """Without a file or --sessions a run has one session; without a target it is refused."""
+    assert build_spec(targets=["http://a/"]).sessions == 1
+    with pytest.raises(CliError, match="at least one target"):
+        build_spec(sessions=3)
+
+
+def test_spec_file_must_be_a_mapping(tmp_path: Path) -> None:
+    """A YAML list (or broken YAML) at the top level is a clear error, not a traceback."""
+    with pytest.raises(CliError, match="must be a mapping"):
+        load_spec_document(_write(tmp_path / "list.yaml", "- http://x/\n"))
+    with pytest.raises(CliError, match="not valid YAML"):
+        load_spec_document(_write(tmp_path / "bad.yaml", "targets: [unclosed\n"))
+
+
+def test_cli_create_with_unknown_field_exits_2_without_traceback(tmp_path: Path) -> None:
+    """`run create -f` with an unknown field prints the field and exits 2 before any call."""
+    spec_file = _write(tmp_path / "spec.yaml", "targets: [http://x/]\nsessionz: 3\n")
+    result = runner.invoke(
+        app, ["--data-dir", str(tmp_path), "run", "create", "-f", str(spec_file)]
+    )
+    assert result.exit_code == 2
+    assert "sessionz" in result.stderr
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# -- stack.json lookup ----------------------------------------------------------------------------
+
+
+def test_connection_comes_from_stack_json(tmp_path: Path) -> None:
+    """Without flags the gateway and token come from <data-dir>/stack.json."""
+    write_stack_file(tmp_path, {"gateway": "127.0.0.1:6001", "token": "secret"})
+    connection = resolve_connection(gateway=None, token=None, data_dir=tmp_path)
+    assert (connection.gateway, connection.token) == ("127.0.0.1:6001", "secret")
+    assert connection.source.endswith("stack.json")
+
+
+def test_missing_stack_json_says_how_to_start_the_stack(tmp_path: Path) -> None:
+    """With no flags and no stack.json the error tells the user to run `smartctl up`."""
+    with pytest.raises(CliError, match=r"smartctl up"):
+        resolve_connection(gateway=None, token=None, data_dir=tmp_path / "nothing")
+
+
+def test_stack_token_is_only_sent_to_its_own_gateway(tmp_path: Path) -> None:
+    """An explicit --gateway elsewhere does not get the local stack's token."""
+    write_stack_file(tmp_path, {"gateway": "127.0.0.1:6001", "token": "secret"})
+    other = resolve_connection(gateway="fleet.example:443", token=None, data_dir=tmp_path)
+    same = resolve_connection(gateway="127.0.0.1:6001", token=None, data_dir=tmp_path)
+    assert other.token is None
+    assert same.token == "secret"
+
+
+def test_flags_win_over_stack_json(tmp_path: Path) -> None:
+    """--gateway and --token given together ignore stack.json entirely."""
+    write_stack_file(tmp_path, {"gateway": "127.0.0.1:6001", "token": "secret"})
+    connection = resolve_connection(gateway="h:1", token="t", data_dir=tmp_path)
+    assert (connection.gateway, connection.token) == ("h:1", "t")
+
+
+def test_stack_json_is_private(tmp_path: Path) -> None:
+    """stack.json holds the token, so only its owner may read it."""
+    path = write_stack_file(tmp_path, {"gateway": "g:1", "token": "t"})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_stack_file(tmp_path) == {"gateway": "g:1", "token": "t"}
+
+
+def test_cli_without_stack_exits_2_with_a_hint(tmp_path: Path) -> None:
+    """`run ls` with nothing to talk to exits 2 and says how to start the stack."""
+    result = runner.invoke(app, ["run", "ls"], env={"SMARTFLEET_DATA_DIR": str(tmp_path)})
+    assert result.exit_code == 2
+    assert "smartctl up" in result.stderr
+
+
+async def test_stack_refuses_a_data_dir_in_use(tmp_path: Path) -> None:
+    """A second stack on a data dir whose supervisor is alive is refused before starting."""
+    write_stack_file(tmp_path, {"gateway": "g:1", "token": "t", "supervisor_pid": os.getpid()})
+    with pytest.raises(StackError, match="already running"):
+        await Stack(data_dir=tmp_path, gateway_port=0, scheduler_port=0).start()
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def _run() -> runs_pb2.Run:
+    run = runs_pb2.Run(
+        id="run-1",
+        name="demo",
+        status=runs_pb2.RUN_STATUS_COMPLETED,
+        spec=runs_pb2.RunSpec(targets=["http://127.0.0.1:8080/"], sessions=4),
+        counters=runs_pb2.RunCounters(planned=4, dispatched=4, succeeded=3, failed=1),
+    )
+    run.spec.limits.session_timeout.FromTimedelta(timedelta(seconds=30))
+    run.created_at.FromDatetime(datetime(2025, 1, 1, tzinfo=UTC))
+    run.started_at.FromDatetime(datetime(2025, 1, 1, 0, 0, 1, tzinfo=UTC))
+    run.finished_at.FromDatetime(datetime(2025, 1, 1, 0, 0, 11, tzinfo=UTC))
+    return run
+
+
+def test_json_output_uses_field_names_enum_names_and_zeros() -> None:
+    """-o json: proto field names, enums by name, zero counters present, durations as `30s`."""
+    data = message_dict(_run())
+    assert data["id"] == "run-1"
+    assert data["status"] == "RUN_STATUS_COMPLETED"
+    assert data["counters"]["in_flight"] == "0"  # int64 is a string in proto JSON
+    assert data["spec"]["limits"]["session_timeout"] == "30s"
+    # Round-trips: a program can parse what smartctl prints.
+    assert json_format.ParseDict(json.loads(json.dumps(data)), runs_pb2.Run()) == _run()
+
+
+def test_tables_render_runs_stats_and_nodes() -> None:
+    """The human tables render a run, its stats and nodes without errors."""
+    stats = runs_pb2.RunStats(
+        run_id="run-1",
+        results=4,
+        outcomes=[
+            runs_pb2.OutcomeCount(outcome="ok", count=3),
+            runs_pb2.OutcomeCount(outcome="timeout", count=1),
+        ],
+        success_rate=0.75,
+        duration_p50_ms=120,
+        duration_p95_ms=480,
+        duration_max_ms=15_000,
+    )
+    node = node_pb2.Node(
+        info=node_pb2.NodeInfo(
+            node_id="n1", host="h", engines=["chromium"], slots=4, labels={"r": "eu"}
+        ),
+        state=node_pb2.NODE_STATE_READY,
+        load=node_pb2.NodeLoad(busy_slots=1, free_slots=3),
+    )
+    node.last_heartbeat.FromDatetime(datetime(2025, 1, 1, tzinfo=UTC))
+    console = Console(record=True, width=160)
+    console.print(run_table(_run()))
+    console.print(stats_table(stats))
+    console.print(nodes_table([node], now=datetime(2025, 1, 1, 0, 0, 5, tzinfo=UTC)))
+    text = console.export_text()
+    assert "completed" in text and "10.0s" in text
+    assert "timeout" in text and "25.0%" in text
+    assert "n1" in text and "r=eu" in text and "5s ago" in text
+    assert "p95 480ms" in stats_summary(stats) and "max 15.00s" in stats_summary(stats)
+    assert run_status(_run()) == "completed"
+
+
+def test_watch_exit_codes() -> None:
+    """0 all sessions ok, 1 completed with failures, 2 cancelled or failed."""
+    assert exit_code_for(completed=True, planned=4, succeeded=4, failed=0) == 0
+    assert exit_code_for(completed=True, planned=4, succeeded=3, failed=1) == 1
+    assert exit_code_for(completed=False, planned=4, succeeded=4, failed=0) == 2
+
+
+# -- errors and settings --------------------------------------------------------------------------
+
+
+class _FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "cannot reach the gateway at g:1: is `smartctl up` running?"),
+        (grpc.StatusCode.UNAUTHENTICATED, "did not accept the token"),
+        (grpc.StatusCode.INVALID_ARGUMENT, "invalid request: spec.sessions: must be positive"),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "did not answer within 15s"),
+    ],
+)
+def test_grpc_errors_become_actionable_messages(code: grpc.StatusCode, expected: str) -> None:
+    """Each status code the user can hit maps to a message that says what to do, exit 2."""
+    error = translate_error(
+        _FakeRpcError(code, "spec.sessions: must be positive"), gateway="g:1", timeout=15
+    )
+    assert expected in error.message
+    assert error.exit_code == 2
+
+
+def test_serve_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`node serve` flags win over SMARTFLEET_* env; unset flags keep the env value."""
+    monkeypatch.setenv("SMARTFLEET_NODE_SLOTS", "3")
+    monkeypatch.setenv("SMARTFLEET_NATS_URL", "nats://env:4222")
+    settings = build_settings(NodeSettings, node_slots=8, nats_url=None)
+    assert settings.node_slots == 8
+    assert settings.nats_url == "nats://env:4222"
+
+
+def test_serve_invalid_env_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A malformed SMARTFLEET_* value is reported with its field, not as a traceback."""
+    monkeypatch.setenv("SMARTFLEET_NODE_SLOTS", "lots")
+    with pytest.raises(CliError, match="node_slots"):
+        build_settings(NodeSettings)
