@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import json_format
+
 from services.common.contracts import (
-    duration,
-    from_duration,
     node_info_to_pb,
     node_load_to_pb,
     result_to_pb,
@@ -33,40 +33,12 @@ NODE_STATE_FROM_PB = {value: state for state, value in _NODE_STATE.items()}
 
 
 def spec_data_from_pb(message: runs_pb2.RunSpec) -> dict[str, Any]:
-    """The spec as plain data for validation; fields left unset take the spec's defaults."""
-    data: dict[str, Any] = {"targets": list(message.targets), "sessions": message.sessions}
-    if message.name:
-        data["name"] = message.name
-    if message.engine:
-        data["engine"] = message.engine
-    if message.priority:
-        data["priority"] = message.priority
-    if message.seed:
-        data["seed"] = message.seed
-    if message.HasField("pacing") and message.pacing.mode:
-        data["pacing"] = {"mode": message.pacing.mode}
-    if message.HasField("limits"):
-        limits: dict[str, Any] = {"max_concurrency": message.limits.max_concurrency}
-        if message.limits.HasField("session_timeout"):
-            limits["session_timeout"] = from_duration(message.limits.session_timeout)
-        data["limits"] = limits
-    return data
+    """The spec as proto-JSON data for validation; fields left unset take the spec's defaults."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
 def spec_to_pb(spec: RunSpec) -> runs_pb2.RunSpec:
-    return runs_pb2.RunSpec(
-        name=spec.name,
-        targets=spec.targets,
-        sessions=spec.sessions,
-        pacing=runs_pb2.Pacing(mode=spec.pacing.mode),
-        limits=runs_pb2.Limits(
-            max_concurrency=spec.limits.max_concurrency,
-            session_timeout=duration(spec.limits.session_timeout),
-        ),
-        engine=spec.engine,
-        priority=spec.priority,
-        seed=spec.seed,
-    )
+    return json_format.ParseDict(spec.to_json(), runs_pb2.RunSpec())
 
 
 def run_to_pb(run: Run) -> runs_pb2.Run:

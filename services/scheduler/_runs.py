@@ -96,7 +96,7 @@ class RunStore:
             name=spec.name or "run",
             status=RunStatus.RUNNING if start else RunStatus.DRAFT,
             priority=spec.priority,
-            spec=spec.model_dump(mode="json"),
+            spec=spec.to_json(),
             planned=spec.sessions,
             next_index=0,
             dispatched=0,

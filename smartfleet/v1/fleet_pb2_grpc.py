@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from smartfleet.v1 import accounts_pb2 as smartfleet_dot_v1_dot_accounts__pb2
 from smartfleet.v1 import node_pb2 as smartfleet_dot_v1_dot_node__pb2
 from smartfleet.v1 import results_pb2 as smartfleet_dot_v1_dot_results__pb2
 from smartfleet.v1 import runs_pb2 as smartfleet_dot_v1_dot_runs__pb2
@@ -78,6 +79,91 @@ class FleetStub:
                 request_serializer=smartfleet_dot_v1_dot_node__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=smartfleet_dot_v1_dot_node__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.PauseRun = channel.unary_unary(
+                '/smartfleet.v1.Fleet/PauseRun',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
+        self.ResumeRun = channel.unary_unary(
+                '/smartfleet.v1.Fleet/ResumeRun',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/smartfleet.v1.Fleet/CancelRun',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
+        self.ExpediteRun = channel.unary_unary(
+                '/smartfleet.v1.Fleet/ExpediteRun',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/smartfleet.v1.Fleet/ListJobs',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.ListHosts = channel.unary_unary(
+                '/smartfleet.v1.Fleet/ListHosts',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.ListHostsRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.ListHostsResponse.FromString,
+                _registered_method=True)
+        self.ResetHostBackoff = channel.unary_unary(
+                '/smartfleet.v1.Fleet/ResetHostBackoff',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.ResetHostBackoffRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.HostBackoff.FromString,
+                _registered_method=True)
+        self.CreateAccount = channel.unary_unary(
+                '/smartfleet.v1.Fleet/CreateAccount',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.CreateAccountRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
+                _registered_method=True)
+        self.UpdateAccount = channel.unary_unary(
+                '/smartfleet.v1.Fleet/UpdateAccount',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
+                _registered_method=True)
+        self.GetAccount = channel.unary_unary(
+                '/smartfleet.v1.Fleet/GetAccount',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.AccountRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/smartfleet.v1.Fleet/ListAccounts',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/smartfleet.v1.Fleet/DeleteAccount',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.AccountRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/smartfleet.v1.Fleet/CreateSchedule',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/smartfleet.v1.Fleet/GetSchedule',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/smartfleet.v1.Fleet/ListSchedules',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.SetSchedulePaused = channel.unary_unary(
+                '/smartfleet.v1.Fleet/SetSchedulePaused',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.SetSchedulePausedRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/smartfleet.v1.Fleet/DeleteSchedule',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class FleetServicer:
@@ -134,6 +220,111 @@ class FleetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """Dispatch stops, in-flight sessions are aborted on the nodes, the run ends `cancelled`
+        with its partial results kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpediteRun(self, request, context):
+        """Start every remaining session now, regardless of the pacing plan.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListHosts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetHostBackoff(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAccount(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAccount(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccount(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAccount(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSchedulePaused(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +367,91 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=smartfleet_dot_v1_dot_node__pb2.ListNodesRequest.FromString,
                     response_serializer=smartfleet_dot_v1_dot_node__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'PauseRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRun,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'ResumeRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRun,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'ExpediteRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpediteRun,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.ListJobsRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'ListHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHosts,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.ListHostsRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.ListHostsResponse.SerializeToString,
+            ),
+            'ResetHostBackoff': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetHostBackoff,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.ResetHostBackoffRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.HostBackoff.SerializeToString,
+            ),
+            'CreateAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAccount,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.CreateAccountRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Account.SerializeToString,
+            ),
+            'UpdateAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAccount,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Account.SerializeToString,
+            ),
+            'GetAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccount,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.AccountRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Account.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.AccountRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'SetSchedulePaused': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSchedulePaused,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.SetSchedulePausedRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +672,465 @@ class Fleet:
             '/smartfleet.v1.Fleet/ListNodes',
             smartfleet_dot_v1_dot_node__pb2.ListNodesRequest.SerializeToString,
             smartfleet_dot_v1_dot_node__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/PauseRun',
+            smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/ResumeRun',
+            smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/CancelRun',
+            smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpediteRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/ExpediteRun',
+            smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/ListJobs',
+            smartfleet_dot_v1_dot_runs__pb2.ListJobsRequest.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/ListHosts',
+            smartfleet_dot_v1_dot_runs__pb2.ListHostsRequest.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.ListHostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetHostBackoff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/ResetHostBackoff',
+            smartfleet_dot_v1_dot_runs__pb2.ResetHostBackoffRequest.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.HostBackoff.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/CreateAccount',
+            smartfleet_dot_v1_dot_accounts__pb2.CreateAccountRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/UpdateAccount',
+            smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/GetAccount',
+            smartfleet_dot_v1_dot_accounts__pb2.AccountRef.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/ListAccounts',
+            smartfleet_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/DeleteAccount',
+            smartfleet_dot_v1_dot_accounts__pb2.AccountRef.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/CreateSchedule',
+            smartfleet_dot_v1_dot_accounts__pb2.CreateScheduleRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/GetSchedule',
+            smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/ListSchedules',
+            smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSchedulePaused(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/SetSchedulePaused',
+            smartfleet_dot_v1_dot_accounts__pb2.SetSchedulePausedRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/DeleteSchedule',
+            smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.DeleteScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

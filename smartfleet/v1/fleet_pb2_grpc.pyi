@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from smartfleet.v1 import accounts_pb2 as _accounts_pb2
 from smartfleet.v1 import node_pb2 as _node_pb2
 from smartfleet.v1 import results_pb2 as _results_pb2
 from smartfleet.v1 import runs_pb2 as _runs_pb2
@@ -46,6 +47,27 @@ class FleetStub:
     WatchRun: _grpc.UnaryStreamMultiCallable[_runs_pb2.WatchRunRequest, _runs_pb2.Run]
     """Live progress: a snapshot at once, then one on every change, until the run is final."""
     ListNodes: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListNodesRequest, _node_pb2.ListNodesResponse]
+    PauseRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]
+    ResumeRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]
+    CancelRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]
+    """Dispatch stops, in-flight sessions are aborted on the nodes, the run ends `cancelled`
+    with its partial results kept.
+    """
+    ExpediteRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]
+    """Start every remaining session now, regardless of the pacing plan."""
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_runs_pb2.ListJobsRequest, _runs_pb2.ListJobsResponse]
+    ListHosts: _grpc.UnaryUnaryMultiCallable[_runs_pb2.ListHostsRequest, _runs_pb2.ListHostsResponse]
+    ResetHostBackoff: _grpc.UnaryUnaryMultiCallable[_runs_pb2.ResetHostBackoffRequest, _runs_pb2.HostBackoff]
+    CreateAccount: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.CreateAccountRequest, _accounts_pb2.Account]
+    UpdateAccount: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.UpdateAccountRequest, _accounts_pb2.Account]
+    GetAccount: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.AccountRef, _accounts_pb2.Account]
+    ListAccounts: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListAccountsRequest, _accounts_pb2.ListAccountsResponse]
+    DeleteAccount: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.AccountRef, _accounts_pb2.DeleteAccountResponse]
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.CreateScheduleRequest, _accounts_pb2.Schedule]
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ScheduleRef, _accounts_pb2.Schedule]
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListSchedulesRequest, _accounts_pb2.ListSchedulesResponse]
+    SetSchedulePaused: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.SetSchedulePausedRequest, _accounts_pb2.Schedule]
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ScheduleRef, _accounts_pb2.DeleteScheduleResponse]
 
 @_typing.type_check_only
 class FleetAsyncStub(FleetStub):
@@ -63,6 +85,27 @@ class FleetAsyncStub(FleetStub):
     WatchRun: _aio.UnaryStreamMultiCallable[_runs_pb2.WatchRunRequest, _runs_pb2.Run]  # type: ignore[assignment]
     """Live progress: a snapshot at once, then one on every change, until the run is final."""
     ListNodes: _aio.UnaryUnaryMultiCallable[_node_pb2.ListNodesRequest, _node_pb2.ListNodesResponse]  # type: ignore[assignment]
+    PauseRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]  # type: ignore[assignment]
+    ResumeRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]  # type: ignore[assignment]
+    CancelRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]  # type: ignore[assignment]
+    """Dispatch stops, in-flight sessions are aborted on the nodes, the run ends `cancelled`
+    with its partial results kept.
+    """
+    ExpediteRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]  # type: ignore[assignment]
+    """Start every remaining session now, regardless of the pacing plan."""
+    ListJobs: _aio.UnaryUnaryMultiCallable[_runs_pb2.ListJobsRequest, _runs_pb2.ListJobsResponse]  # type: ignore[assignment]
+    ListHosts: _aio.UnaryUnaryMultiCallable[_runs_pb2.ListHostsRequest, _runs_pb2.ListHostsResponse]  # type: ignore[assignment]
+    ResetHostBackoff: _aio.UnaryUnaryMultiCallable[_runs_pb2.ResetHostBackoffRequest, _runs_pb2.HostBackoff]  # type: ignore[assignment]
+    CreateAccount: _aio.UnaryUnaryMultiCallable[_accounts_pb2.CreateAccountRequest, _accounts_pb2.Account]  # type: ignore[assignment]
+    UpdateAccount: _aio.UnaryUnaryMultiCallable[_accounts_pb2.UpdateAccountRequest, _accounts_pb2.Account]  # type: ignore[assignment]
+    GetAccount: _aio.UnaryUnaryMultiCallable[_accounts_pb2.AccountRef, _accounts_pb2.Account]  # type: ignore[assignment]
+    ListAccounts: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListAccountsRequest, _accounts_pb2.ListAccountsResponse]  # type: ignore[assignment]
+    DeleteAccount: _aio.UnaryUnaryMultiCallable[_accounts_pb2.AccountRef, _accounts_pb2.DeleteAccountResponse]  # type: ignore[assignment]
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_accounts_pb2.CreateScheduleRequest, _accounts_pb2.Schedule]  # type: ignore[assignment]
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ScheduleRef, _accounts_pb2.Schedule]  # type: ignore[assignment]
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListSchedulesRequest, _accounts_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    SetSchedulePaused: _aio.UnaryUnaryMultiCallable[_accounts_pb2.SetSchedulePausedRequest, _accounts_pb2.Schedule]  # type: ignore[assignment]
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ScheduleRef, _accounts_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
 
 class FleetServicer(metaclass=_abc_1.ABCMeta):
     """The public Fleet API, served by the gateway. Every call carries
@@ -125,5 +168,128 @@ class FleetServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.ListNodesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ListNodesResponse, _abc.Awaitable[_node_pb2.ListNodesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PauseRun(
+        self,
+        request: _runs_pb2.RunRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.Run, _abc.Awaitable[_runs_pb2.Run]]: ...
+
+    @_abc_1.abstractmethod
+    def ResumeRun(
+        self,
+        request: _runs_pb2.RunRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.Run, _abc.Awaitable[_runs_pb2.Run]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelRun(
+        self,
+        request: _runs_pb2.RunRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.Run, _abc.Awaitable[_runs_pb2.Run]]:
+        """Dispatch stops, in-flight sessions are aborted on the nodes, the run ends `cancelled`
+        with its partial results kept.
+        """
+
+    @_abc_1.abstractmethod
+    def ExpediteRun(
+        self,
+        request: _runs_pb2.RunRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.Run, _abc.Awaitable[_runs_pb2.Run]]:
+        """Start every remaining session now, regardless of the pacing plan."""
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _runs_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.ListJobsResponse, _abc.Awaitable[_runs_pb2.ListJobsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListHosts(
+        self,
+        request: _runs_pb2.ListHostsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.ListHostsResponse, _abc.Awaitable[_runs_pb2.ListHostsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResetHostBackoff(
+        self,
+        request: _runs_pb2.ResetHostBackoffRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_runs_pb2.HostBackoff, _abc.Awaitable[_runs_pb2.HostBackoff]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateAccount(
+        self,
+        request: _accounts_pb2.CreateAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.Account, _abc.Awaitable[_accounts_pb2.Account]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateAccount(
+        self,
+        request: _accounts_pb2.UpdateAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.Account, _abc.Awaitable[_accounts_pb2.Account]]: ...
+
+    @_abc_1.abstractmethod
+    def GetAccount(
+        self,
+        request: _accounts_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.Account, _abc.Awaitable[_accounts_pb2.Account]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAccounts(
+        self,
+        request: _accounts_pb2.ListAccountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.ListAccountsResponse, _abc.Awaitable[_accounts_pb2.ListAccountsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteAccount(
+        self,
+        request: _accounts_pb2.AccountRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.DeleteAccountResponse, _abc.Awaitable[_accounts_pb2.DeleteAccountResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _accounts_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.Schedule, _abc.Awaitable[_accounts_pb2.Schedule]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _accounts_pb2.ScheduleRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.Schedule, _abc.Awaitable[_accounts_pb2.Schedule]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _accounts_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.ListSchedulesResponse, _abc.Awaitable[_accounts_pb2.ListSchedulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetSchedulePaused(
+        self,
+        request: _accounts_pb2.SetSchedulePausedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.Schedule, _abc.Awaitable[_accounts_pb2.Schedule]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _accounts_pb2.ScheduleRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.DeleteScheduleResponse, _abc.Awaitable[_accounts_pb2.DeleteScheduleResponse]]: ...
 
 def add_FleetServicer_to_server(servicer: FleetServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

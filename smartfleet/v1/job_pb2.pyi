@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from smartfleet.v1 import runs_pb2 as _runs_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -37,12 +38,25 @@ class JobEnvelope(_message.Message):
     SESSION_TIMEOUT_FIELD_NUMBER: _builtins.int
     DEADLINE_FIELD_NUMBER: _builtins.int
     ALLOWED_HOSTS_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    CELL_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    WRITE_BACK_STATE_FIELD_NUMBER: _builtins.int
+    ARTIFACTS_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     attempt: _builtins.int
     run_id: _builtins.str
     index: _builtins.int
     target_url: _builtins.str
     engine: _builtins.str
+    account: _builtins.str
+    """The account the session runs as; the node fetches its storage state over the node link."""
+    write_back_state: _builtins.bool
+    artifacts: _builtins.str
+    """"never", "on_failure", "always"."""
+    seed: _builtins.int
+    """Seeds the session's own randomness (dwell times)."""
     @_builtins.property
     def session_timeout(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -53,6 +67,12 @@ class JobEnvelope(_message.Message):
     def allowed_hosts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Hosts a session of this run may visit (the scheduler's allowlist at dispatch time)."""
 
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[_runs_pb2.Step]:
+        """What the session does (empty: the default scenario) and the matrix cell it runs in."""
+
+    @_builtins.property
+    def cell(self) -> _runs_pb2.Cell: ...
     def __init__(
         self,
         *,
@@ -65,10 +85,16 @@ class JobEnvelope(_message.Message):
         session_timeout: _duration_pb2.Duration | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         allowed_hosts: _abc.Iterable[_builtins.str] | None = ...,
+        steps: _abc.Iterable[_runs_pb2.Step] | None = ...,
+        cell: _runs_pb2.Cell | None = ...,
+        account: _builtins.str = ...,
+        write_back_state: _builtins.bool = ...,
+        artifacts: _builtins.str = ...,
+        seed: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "session_timeout", b"session_timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "deadline", b"deadline", "session_timeout", b"session_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_hosts", b"allowed_hosts", "attempt", b"attempt", "deadline", b"deadline", "engine", b"engine", "index", b"index", "job_id", b"job_id", "run_id", b"run_id", "session_timeout", b"session_timeout", "target_url", b"target_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "allowed_hosts", b"allowed_hosts", "artifacts", b"artifacts", "attempt", b"attempt", "cell", b"cell", "deadline", b"deadline", "engine", b"engine", "index", b"index", "job_id", b"job_id", "run_id", b"run_id", "seed", b"seed", "session_timeout", b"session_timeout", "steps", b"steps", "target_url", b"target_url", "write_back_state", b"write_back_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

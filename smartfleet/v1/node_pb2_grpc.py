@@ -55,6 +55,16 @@ class NodeLinkStub:
                 request_serializer=smartfleet_dot_v1_dot_node__pb2.ReportInProgressRequest.SerializeToString,
                 response_deserializer=smartfleet_dot_v1_dot_node__pb2.ReportInProgressResponse.FromString,
                 _registered_method=True)
+        self.GetAccountState = channel.unary_unary(
+                '/smartfleet.v1.NodeLink/GetAccountState',
+                request_serializer=smartfleet_dot_v1_dot_node__pb2.AccountStateRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__pb2.AccountState.FromString,
+                _registered_method=True)
+        self.PutAccountState = channel.unary_unary(
+                '/smartfleet.v1.NodeLink/PutAccountState',
+                request_serializer=smartfleet_dot_v1_dot_node__pb2.AccountState.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__pb2.PutAccountStateResponse.FromString,
+                _registered_method=True)
 
 
 class NodeLinkServicer:
@@ -88,6 +98,20 @@ class NodeLinkServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAccountState(self, request, context):
+        """The decrypted storage state and proxy of an account, for the node's browser of that account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutAccountState(self, request, context):
+        """Write back the storage state a session ended with (when the run asks for it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeLinkServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +134,16 @@ def add_NodeLinkServicer_to_server(servicer, server):
                     servicer.ReportInProgress,
                     request_deserializer=smartfleet_dot_v1_dot_node__pb2.ReportInProgressRequest.FromString,
                     response_serializer=smartfleet_dot_v1_dot_node__pb2.ReportInProgressResponse.SerializeToString,
+            ),
+            'GetAccountState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccountState,
+                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.AccountStateRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__pb2.AccountState.SerializeToString,
+            ),
+            'PutAccountState': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutAccountState,
+                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.AccountState.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__pb2.PutAccountStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +255,60 @@ class NodeLink:
             '/smartfleet.v1.NodeLink/ReportInProgress',
             smartfleet_dot_v1_dot_node__pb2.ReportInProgressRequest.SerializeToString,
             smartfleet_dot_v1_dot_node__pb2.ReportInProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccountState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.NodeLink/GetAccountState',
+            smartfleet_dot_v1_dot_node__pb2.AccountStateRequest.SerializeToString,
+            smartfleet_dot_v1_dot_node__pb2.AccountState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutAccountState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.NodeLink/PutAccountState',
+            smartfleet_dot_v1_dot_node__pb2.AccountState.SerializeToString,
+            smartfleet_dot_v1_dot_node__pb2.PutAccountStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

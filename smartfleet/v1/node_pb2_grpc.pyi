@@ -41,6 +41,10 @@ class NodeLinkStub:
     """
     ReportInProgress: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReportInProgressRequest, _node_pb2.ReportInProgressResponse]
     """Tells the scheduler a long session is still running."""
+    GetAccountState: _grpc.UnaryUnaryMultiCallable[_node_pb2.AccountStateRequest, _node_pb2.AccountState]
+    """The decrypted storage state and proxy of an account, for the node's browser of that account."""
+    PutAccountState: _grpc.UnaryUnaryMultiCallable[_node_pb2.AccountState, _node_pb2.PutAccountStateResponse]
+    """Write back the storage state a session ended with (when the run asks for it)."""
 
 @_typing.type_check_only
 class NodeLinkAsyncStub(NodeLinkStub):
@@ -55,6 +59,10 @@ class NodeLinkAsyncStub(NodeLinkStub):
     """
     ReportInProgress: _aio.UnaryUnaryMultiCallable[_node_pb2.ReportInProgressRequest, _node_pb2.ReportInProgressResponse]  # type: ignore[assignment]
     """Tells the scheduler a long session is still running."""
+    GetAccountState: _aio.UnaryUnaryMultiCallable[_node_pb2.AccountStateRequest, _node_pb2.AccountState]  # type: ignore[assignment]
+    """The decrypted storage state and proxy of an account, for the node's browser of that account."""
+    PutAccountState: _aio.UnaryUnaryMultiCallable[_node_pb2.AccountState, _node_pb2.PutAccountStateResponse]  # type: ignore[assignment]
+    """Write back the storage state a session ended with (when the run asks for it)."""
 
 class NodeLinkServicer(metaclass=_abc_1.ABCMeta):
     """The node link: browser nodes register, heartbeat and report results to the scheduler."""
@@ -90,5 +98,21 @@ class NodeLinkServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ReportInProgressResponse, _abc.Awaitable[_node_pb2.ReportInProgressResponse]]:
         """Tells the scheduler a long session is still running."""
+
+    @_abc_1.abstractmethod
+    def GetAccountState(
+        self,
+        request: _node_pb2.AccountStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.AccountState, _abc.Awaitable[_node_pb2.AccountState]]:
+        """The decrypted storage state and proxy of an account, for the node's browser of that account."""
+
+    @_abc_1.abstractmethod
+    def PutAccountState(
+        self,
+        request: _node_pb2.AccountState,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.PutAccountStateResponse, _abc.Awaitable[_node_pb2.PutAccountStateResponse]]:
+        """Write back the storage state a session ended with (when the run asks for it)."""
 
 def add_NodeLinkServicer_to_server(servicer: NodeLinkServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,9 +6,11 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from smartfleet.v1 import runs_pb2 as _runs_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -130,6 +132,11 @@ class SessionResult(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     BROWSER_VERSION_FIELD_NUMBER: _builtins.int
+    CELL_FIELD_NUMBER: _builtins.int
+    EXTRACTED_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    ARTIFACTS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     attempt: _builtins.int
     run_id: _builtins.str
@@ -144,6 +151,7 @@ class SessionResult(_message.Message):
     node_id: _builtins.str
     engine: _builtins.str
     browser_version: _builtins.str
+    account: _builtins.str
     @_builtins.property
     def redirect_chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -152,6 +160,18 @@ class SessionResult(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def cell(self) -> _runs_pb2.Cell: ...
+    @_builtins.property
+    def extracted(self) -> _struct_pb2.Struct:
+        """Values of extract steps by name: a string, or a list of strings for `all`."""
+
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepOutcome]: ...
+    @_builtins.property
+    def artifacts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """References into the artifact store (screenshots, traces, HAR)."""
+
     def __init__(
         self,
         *,
@@ -173,14 +193,52 @@ class SessionResult(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         browser_version: _builtins.str = ...,
+        cell: _runs_pb2.Cell | None = ...,
+        extracted: _struct_pb2.Struct | None = ...,
+        steps: _abc.Iterable[Global___StepOutcome] | None = ...,
+        account: _builtins.str = ...,
+        artifacts: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at", "timing", b"timing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "extracted", b"extracted", "finished_at", b"finished_at", "started_at", b"started_at", "timing", b"timing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "browser_version", b"browser_version", "duration_ms", b"duration_ms", "engine", b"engine", "error", b"error", "error_class", b"error_class", "final_url", b"final_url", "finished_at", b"finished_at", "http_status", b"http_status", "index", b"index", "job_id", b"job_id", "node_id", b"node_id", "outcome", b"outcome", "redirect_chain", b"redirect_chain", "run_id", b"run_id", "started_at", b"started_at", "target_url", b"target_url", "timing", b"timing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "artifacts", b"artifacts", "attempt", b"attempt", "browser_version", b"browser_version", "cell", b"cell", "duration_ms", b"duration_ms", "engine", b"engine", "error", b"error", "error_class", b"error_class", "extracted", b"extracted", "final_url", b"final_url", "finished_at", b"finished_at", "http_status", b"http_status", "index", b"index", "job_id", b"job_id", "node_id", b"node_id", "outcome", b"outcome", "redirect_chain", b"redirect_chain", "run_id", b"run_id", "started_at", b"started_at", "steps", b"steps", "target_url", b"target_url", "timing", b"timing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionResult: _TypeAlias = SessionResult  # noqa: Y015
+
+@_typing.final
+class StepOutcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    action: _builtins.str
+    """The step's action ("goto", "click", …)."""
+    status: _builtins.str
+    """"ok", "skipped" (optional and absent), "failed"."""
+    duration_ms: _builtins.float
+    error: _builtins.str
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        action: _builtins.str = ...,
+        status: _builtins.str = ...,
+        duration_ms: _builtins.float = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "duration_ms", b"duration_ms", "error", b"error", "index", b"index", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StepOutcome: _TypeAlias = StepOutcome  # noqa: Y015
 
 @_typing.final
 class ListResultsRequest(_message.Message):

@@ -50,6 +50,8 @@ Global___RunStatus: _TypeAlias = RunStatus  # noqa: Y015
 class RunSpec(_message.Message):
     """What a run does. Validated by the scheduler before it is stored; an invalid
     spec is refused with INVALID_ARGUMENT naming the field and the reason.
+    The same shape, as JSON or YAML (proto field names, durations written "500ms", "5s", "2m"),
+    is what `smartctl run create -f` reads; docs/run-spec.md is the reference.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -62,13 +64,20 @@ class RunSpec(_message.Message):
     ENGINE_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    MATRIX_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    ARTIFACTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     sessions: _builtins.int
     """Total number of sessions."""
     engine: _builtins.str
-    """Browser engine: "chromium" (default), "firefox", "webkit"."""
+    """The engine when the matrix names none: "chromium" (default), "firefox", "webkit"."""
     priority: _builtins.int
     seed: _builtins.int
+    artifacts: _builtins.str
+    """Artifacts kept per session: "never" (default), "on_failure", "always"."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Target URLs (http or https); sessions spread over them round-robin."""
@@ -77,6 +86,18 @@ class RunSpec(_message.Message):
     def pacing(self) -> Global___Pacing: ...
     @_builtins.property
     def limits(self) -> Global___Limits: ...
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]:
+        """What each session does; empty means the default scenario: goto the target, wait for load."""
+
+    @_builtins.property
+    def matrix(self) -> Global___Matrix: ...
+    @_builtins.property
+    def retry(self) -> Global___RetryPolicy: ...
+    @_builtins.property
+    def accounts(self) -> Global___AccountSelector:
+        """Sessions that need a login run as accounts chosen by this selector, round-robin."""
+
     def __init__(
         self,
         *,
@@ -88,58 +109,897 @@ class RunSpec(_message.Message):
         engine: _builtins.str = ...,
         priority: _builtins.int = ...,
         seed: _builtins.int = ...,
+        steps: _abc.Iterable[Global___Step] | None = ...,
+        matrix: Global___Matrix | None = ...,
+        retry: Global___RetryPolicy | None = ...,
+        accounts: Global___AccountSelector | None = ...,
+        artifacts: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "pacing", b"pacing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "limits", b"limits", "matrix", b"matrix", "pacing", b"pacing", "retry", b"retry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "limits", b"limits", "name", b"name", "pacing", b"pacing", "priority", b"priority", "seed", b"seed", "sessions", b"sessions", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "artifacts", b"artifacts", "engine", b"engine", "limits", b"limits", "matrix", b"matrix", "name", b"name", "pacing", b"pacing", "priority", b"priority", "retry", b"retry", "seed", b"seed", "sessions", b"sessions", "steps", b"steps", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunSpec: _TypeAlias = RunSpec  # noqa: Y015
 
 @_typing.final
+class Step(_message.Message):
+    """One declarative step of a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    OPTIONAL_FIELD_NUMBER: _builtins.int
+    GOTO_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_FIELD_NUMBER: _builtins.int
+    CLICK_FIELD_NUMBER: _builtins.int
+    FILL_FIELD_NUMBER: _builtins.int
+    PRESS_FIELD_NUMBER: _builtins.int
+    SELECT_FIELD_NUMBER: _builtins.int
+    HOVER_FIELD_NUMBER: _builtins.int
+    SCROLL_FIELD_NUMBER: _builtins.int
+    DWELL_FIELD_NUMBER: _builtins.int
+    EXTRACT_FIELD_NUMBER: _builtins.int
+    ASSERT_FIELD_NUMBER: _builtins.int
+    SCREENSHOT_FIELD_NUMBER: _builtins.int
+    optional: _builtins.bool
+    """When the step's element is absent (or the step fails), skip it instead of failing the session."""
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """Defaults to 30s, and never more than what is left of the session timeout."""
+
+    @_builtins.property
+    def goto(self) -> Global___GotoStep: ...
+    @_builtins.property
+    def wait_for(self) -> Global___WaitForStep: ...
+    @_builtins.property
+    def click(self) -> Global___ClickStep: ...
+    @_builtins.property
+    def fill(self) -> Global___FillStep: ...
+    @_builtins.property
+    def press(self) -> Global___PressStep: ...
+    @_builtins.property
+    def select(self) -> Global___SelectStep: ...
+    @_builtins.property
+    def hover(self) -> Global___HoverStep: ...
+    @_builtins.property
+    def scroll(self) -> Global___ScrollStep: ...
+    @_builtins.property
+    def dwell(self) -> Global___DwellStep: ...
+    @_builtins.property
+    def extract(self) -> Global___ExtractStep: ...
+    @_builtins.property
+    def screenshot(self) -> Global___ScreenshotStep: ...
+    def __init__(
+        self,
+        *,
+        timeout: _duration_pb2.Duration | None = ...,
+        optional: _builtins.bool = ...,
+        goto: Global___GotoStep | None = ...,
+        wait_for: Global___WaitForStep | None = ...,
+        click: Global___ClickStep | None = ...,
+        fill: Global___FillStep | None = ...,
+        press: Global___PressStep | None = ...,
+        select: Global___SelectStep | None = ...,
+        hover: Global___HoverStep | None = ...,
+        scroll: Global___ScrollStep | None = ...,
+        dwell: Global___DwellStep | None = ...,
+        extract: Global___ExtractStep | None = ...,
+        screenshot: Global___ScreenshotStep | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "assert", b"assert", "click", b"click", "dwell", b"dwell", "extract", b"extract", "fill", b"fill", "goto", b"goto", "hover", b"hover", "press", b"press", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "timeout", b"timeout", "wait_for", b"wait_for"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "assert", b"assert", "click", b"click", "dwell", b"dwell", "extract", b"extract", "fill", b"fill", "goto", b"goto", "hover", b"hover", "optional", b"optional", "press", b"press", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "timeout", b"timeout", "wait_for", b"wait_for"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["goto", "wait_for", "click", "fill", "press", "select", "hover", "scroll", "dwell", "extract", "assert", "screenshot"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___Step: _TypeAlias = Step  # noqa: Y015
+
+@_typing.final
+class GotoStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    WAIT_UNTIL_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """A URL template: "{target}" (the session's target), "{index}", "{run_id}"; a relative URL
+    resolves against the target. Empty means "{target}".
+    """
+    wait_until: _builtins.str
+    """"load" (default), "domcontentloaded", "networkidle", "commit"."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        wait_until: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["url", b"url", "wait_until", b"wait_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GotoStep: _TypeAlias = GotoStep  # noqa: Y015
+
+@_typing.final
+class WaitForStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    LOAD_STATE_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    """Exactly one of selector, url, load_state."""
+    state: _builtins.str
+    """For selector: "visible" (default), "attached", "detached", "hidden"."""
+    url: _builtins.str
+    """A glob ("**/about") or a regular expression written /.../ the page URL must match."""
+    load_state: _builtins.str
+    """"load", "domcontentloaded", "networkidle"."""
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        state: _builtins.str = ...,
+        url: _builtins.str = ...,
+        load_state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["load_state", b"load_state", "selector", b"selector", "state", b"state", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForStep: _TypeAlias = WaitForStep  # noqa: Y015
+
+@_typing.final
+class ClickStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClickStep: _TypeAlias = ClickStep  # noqa: Y015
+
+@_typing.final
+class FillStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    value: _builtins.str
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FillStep: _TypeAlias = FillStep  # noqa: Y015
+
+@_typing.final
+class PressStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    key: _builtins.str
+    """A key name as Playwright spells it: "Enter", "Tab", "Control+A"."""
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PressStep: _TypeAlias = PressStep  # noqa: Y015
+
+@_typing.final
+class SelectStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectStep: _TypeAlias = SelectStep  # noqa: Y015
+
+@_typing.final
+class HoverStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HoverStep: _TypeAlias = HoverStep  # noqa: Y015
+
+@_typing.final
+class ScrollStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    DX_FIELD_NUMBER: _builtins.int
+    DY_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    """Scroll this element into view; without one, scroll the page by (dx, dy) pixels,
+    or to the bottom when both are zero.
+    """
+    dx: _builtins.int
+    dy: _builtins.int
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        dx: _builtins.int = ...,
+        dy: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dx", b"dx", "dy", b"dy", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScrollStep: _TypeAlias = ScrollStep  # noqa: Y015
+
+@_typing.final
+class DwellStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def min(self) -> _duration_pb2.Duration:
+        """Stay on the page for a time drawn between min and max (seeded per session)."""
+
+    @_builtins.property
+    def max(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        min: _duration_pb2.Duration | None = ...,
+        max: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max", b"max", "min", b"min"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max", b"max", "min", b"min"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DwellStep: _TypeAlias = DwellStep  # noqa: Y015
+
+@_typing.final
+class ExtractStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The key the value lands under in the session result's `extracted`."""
+    selector: _builtins.str
+    attribute: _builtins.str
+    """An attribute to read; empty reads the element's text."""
+    all: _builtins.bool
+    """Read every match as a list instead of the first."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        selector: _builtins.str = ...,
+        attribute: _builtins.str = ...,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "attribute", b"attribute", "name", b"name", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtractStep: _TypeAlias = ExtractStep  # noqa: Y015
+
+@_typing.final
+class AssertStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    MIN_COUNT_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    status: _builtins.int
+    """Exactly one check a step: status, text, selector (with count / min_count), or url.
+    The main document's HTTP status.
+    """
+    text: _builtins.str
+    """Text that must be present on the page."""
+    selector: _builtins.str
+    count: _builtins.int
+    """With selector: the exact number of matches (default: at least one)."""
+    min_count: _builtins.int
+    url: _builtins.str
+    """A glob or /regex/ the page URL must match."""
+    def __init__(
+        self,
+        *,
+        status: _builtins.int = ...,
+        text: _builtins.str = ...,
+        selector: _builtins.str = ...,
+        count: _builtins.int | None = ...,
+        min_count: _builtins.int | None = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_count", b"_count", "_min_count", b"_min_count", "count", b"count", "min_count", b"min_count"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_count", b"_count", "_min_count", b"_min_count", "count", b"count", "min_count", b"min_count", "selector", b"selector", "status", b"status", "text", b"text", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__count: _TypeAlias = _typing.Literal["count"]  # noqa: Y015
+    _WhichOneofArgType__count: _TypeAlias = _typing.Literal["_count", b"_count"]  # noqa: Y015
+    _WhichOneofReturnType__min_count: _TypeAlias = _typing.Literal["min_count"]  # noqa: Y015
+    _WhichOneofArgType__min_count: _TypeAlias = _typing.Literal["_min_count", b"_min_count"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__count) -> _WhichOneofReturnType__count | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_count) -> _WhichOneofReturnType__min_count | None: ...
+
+Global___AssertStep: _TypeAlias = AssertStep  # noqa: Y015
+
+@_typing.final
+class ScreenshotStep(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    FULL_PAGE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    """An element to capture; empty captures the page."""
+    full_page: _builtins.bool
+    name: _builtins.str
+    """The artifact's name (default "step-<n>")."""
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        full_page: _builtins.bool = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_page", b"full_page", "name", b"name", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScreenshotStep: _TypeAlias = ScreenshotStep  # noqa: Y015
+
+@_typing.final
+class Matrix(_message.Message):
+    """Weighted dimensions; each session runs in one cell of their product. Allocation is exact
+    (largest remainder) and interleaved so any prefix of the run keeps the proportions.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICES_FIELD_NUMBER: _builtins.int
+    LOCALES_FIELD_NUMBER: _builtins.int
+    ENGINES_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceWeight]: ...
+    @_builtins.property
+    def locales(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocaleWeight]: ...
+    @_builtins.property
+    def engines(self) -> _containers.RepeatedCompositeFieldContainer[Global___EngineWeight]: ...
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelsWeight]: ...
+    def __init__(
+        self,
+        *,
+        devices: _abc.Iterable[Global___DeviceWeight] | None = ...,
+        locales: _abc.Iterable[Global___LocaleWeight] | None = ...,
+        engines: _abc.Iterable[Global___EngineWeight] | None = ...,
+        labels: _abc.Iterable[Global___LabelsWeight] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["devices", b"devices", "engines", b"engines", "labels", b"labels", "locales", b"locales"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Matrix: _TypeAlias = Matrix  # noqa: Y015
+
+@_typing.final
+class DeviceWeight(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """A Playwright device descriptor name ("Pixel 7", "iPhone 13", "Desktop Chrome")."""
+    weight: _builtins.float
+    """Relative weight; 0 means 1."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceWeight: _TypeAlias = DeviceWeight  # noqa: Y015
+
+@_typing.final
+class Geolocation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    latitude: _builtins.float
+    longitude: _builtins.float
+    accuracy: _builtins.float
+    def __init__(
+        self,
+        *,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+        accuracy: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "latitude", b"latitude", "longitude", b"longitude"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Geolocation: _TypeAlias = Geolocation  # noqa: Y015
+
+@_typing.final
+class LocaleWeight(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCALE_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    GEOLOCATION_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    locale: _builtins.str
+    timezone: _builtins.str
+    """An IANA time zone ("Europe/Berlin")."""
+    weight: _builtins.float
+    @_builtins.property
+    def geolocation(self) -> Global___Geolocation: ...
+    def __init__(
+        self,
+        *,
+        locale: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        geolocation: Global___Geolocation | None = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["geolocation", b"geolocation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["geolocation", b"geolocation", "locale", b"locale", "timezone", b"timezone", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocaleWeight: _TypeAlias = LocaleWeight  # noqa: Y015
+
+@_typing.final
+class EngineWeight(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINE_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    engine: _builtins.str
+    weight: _builtins.float
+    def __init__(
+        self,
+        *,
+        engine: _builtins.str = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineWeight: _TypeAlias = EngineWeight  # noqa: Y015
+
+@_typing.final
+class LabelsWeight(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    weight: _builtins.float
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Node placement labels a session of this share needs ("region" = "eu")."""
+
+    def __init__(
+        self,
+        *,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelsWeight: _TypeAlias = LabelsWeight  # noqa: Y015
+
+@_typing.final
+class Cell(_message.Message):
+    """The matrix cell a session ran in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    LOCALE_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    GEOLOCATION_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    device: _builtins.str
+    locale: _builtins.str
+    timezone: _builtins.str
+    engine: _builtins.str
+    key: _builtins.str
+    """A stable, readable name of the cell ("Pixel 7 / de-DE / chromium / region=eu")."""
+    @_builtins.property
+    def geolocation(self) -> Global___Geolocation: ...
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        device: _builtins.str = ...,
+        locale: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        geolocation: Global___Geolocation | None = ...,
+        engine: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["geolocation", b"geolocation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "engine", b"engine", "geolocation", b"geolocation", "key", b"key", "labels", b"labels", "locale", b"locale", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Cell: _TypeAlias = Cell  # noqa: Y015
+
+@_typing.final
 class Pacing(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODE_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    JITTER_FIELD_NUMBER: _builtins.int
+    PHASES_FIELD_NUMBER: _builtins.int
+    DIURNAL_FIELD_NUMBER: _builtins.int
     mode: _builtins.str
-    """"fast": as fast as the fleet's capacity allows."""
+    """"fast" (as capacity allows, default), "window" (sessions spread over `window`),
+    "phases" (arrival-rate phases with ramps).
+    """
+    jitter: _builtins.float
+    """Window pacing: how far (0..1 of its slot) each start may move, seeded. Default 1."""
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def phases(self) -> _containers.RepeatedCompositeFieldContainer[Global___Phase]: ...
+    @_builtins.property
+    def diurnal(self) -> Global___Diurnal:
+        """Optional: weight arrivals by hour of day in a time zone (window pacing)."""
+
     def __init__(
         self,
         *,
         mode: _builtins.str = ...,
+        window: _duration_pb2.Duration | None = ...,
+        jitter: _builtins.float | None = ...,
+        phases: _abc.Iterable[Global___Phase] | None = ...,
+        diurnal: Global___Diurnal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "diurnal", b"diurnal", "jitter", b"jitter", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_jitter", b"_jitter", "diurnal", b"diurnal", "jitter", b"jitter", "mode", b"mode", "phases", b"phases", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__jitter: _TypeAlias = _typing.Literal["jitter"]  # noqa: Y015
+    _WhichOneofArgType__jitter: _TypeAlias = _typing.Literal["_jitter", b"_jitter"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__jitter) -> _WhichOneofReturnType__jitter | None: ...
+
+Global___Pacing: _TypeAlias = Pacing  # noqa: Y015
+
+@_typing.final
+class Phase(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    ARRIVAL_RATE_FIELD_NUMBER: _builtins.int
+    RAMP_TO_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    arrival_rate: _builtins.float
+    """Sessions per second at the start of the phase."""
+    ramp_to: _builtins.float
+    """When set, the rate ramps linearly to this by the end of the phase."""
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        arrival_rate: _builtins.float = ...,
+        ramp_to: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ramp_to", b"_ramp_to", "duration", b"duration", "ramp_to", b"ramp_to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ramp_to", b"_ramp_to", "arrival_rate", b"arrival_rate", "duration", b"duration", "name", b"name", "ramp_to", b"ramp_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ramp_to: _TypeAlias = _typing.Literal["ramp_to"]  # noqa: Y015
+    _WhichOneofArgType__ramp_to: _TypeAlias = _typing.Literal["_ramp_to", b"_ramp_to"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ramp_to) -> _WhichOneofReturnType__ramp_to | None: ...
+
+Global___Phase: _TypeAlias = Phase  # noqa: Y015
+
+@_typing.final
+class Diurnal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    HOURLY_WEIGHTS_FIELD_NUMBER: _builtins.int
+    timezone: _builtins.str
+    @_builtins.property
+    def hourly_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """24 relative weights, hour 0 first."""
+
+    def __init__(
+        self,
+        *,
+        timezone: _builtins.str = ...,
+        hourly_weights: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hourly_weights", b"hourly_weights", "timezone", b"timezone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Pacing: _TypeAlias = Pacing  # noqa: Y015
+Global___Diurnal: _TypeAlias = Diurnal  # noqa: Y015
 
 @_typing.final
 class Limits(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class EngineConcurrencyEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     SESSION_TIMEOUT_FIELD_NUMBER: _builtins.int
+    PER_HOST_RATE_FIELD_NUMBER: _builtins.int
+    PER_HOST_BURST_FIELD_NUMBER: _builtins.int
+    ENGINE_CONCURRENCY_FIELD_NUMBER: _builtins.int
     max_concurrency: _builtins.int
     """At most this many sessions of the run at once; 0 means no limit of the run's own."""
+    per_host_rate: _builtins.float
+    """Session starts per second against any one target host (token bucket); 0 means no limit."""
+    per_host_burst: _builtins.int
+    """Bucket size of the per-host rate; 0 means 1."""
     @_builtins.property
     def session_timeout(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def engine_concurrency(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """At most this many sessions of the run at once per engine."""
+
     def __init__(
         self,
         *,
         max_concurrency: _builtins.int = ...,
         session_timeout: _duration_pb2.Duration | None = ...,
+        per_host_rate: _builtins.float = ...,
+        per_host_burst: _builtins.int = ...,
+        engine_concurrency: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["session_timeout", b"session_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_concurrency", b"max_concurrency", "session_timeout", b"session_timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine_concurrency", b"engine_concurrency", "max_concurrency", b"max_concurrency", "per_host_burst", b"per_host_burst", "per_host_rate", b"per_host_rate", "session_timeout", b"session_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Limits: _TypeAlias = Limits  # noqa: Y015
+
+@_typing.final
+class RetryPolicy(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    BACKOFF_FIELD_NUMBER: _builtins.int
+    max_attempts: _builtins.int
+    """Attempts in all, first included (default 4); 1 means never retry."""
+    @_builtins.property
+    def backoff(self) -> _containers.RepeatedCompositeFieldContainer[_duration_pb2.Duration]:
+        """Waits before attempts 2, 3, …; the last repeats (default 5m, 15m, 45m)."""
+
+    def __init__(
+        self,
+        *,
+        max_attempts: _builtins.int = ...,
+        backoff: _abc.Iterable[_duration_pb2.Duration] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "max_attempts", b"max_attempts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryPolicy: _TypeAlias = RetryPolicy  # noqa: Y015
+
+@_typing.final
+class AccountSelector(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    NAMES_FIELD_NUMBER: _builtins.int
+    WRITE_BACK_FIELD_NUMBER: _builtins.int
+    write_back: _builtins.bool
+    """Store the storage state a session ends with back into the account."""
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Accounts carrying all these labels…"""
+
+    @_builtins.property
+    def names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """…or exactly these accounts by name."""
+
+    def __init__(
+        self,
+        *,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        names: _abc.Iterable[_builtins.str] | None = ...,
+        write_back: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "names", b"names", "write_back", b"write_back"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccountSelector: _TypeAlias = AccountSelector  # noqa: Y015
 
 @_typing.final
 class RunCounters(_message.Message):
@@ -151,12 +1011,18 @@ class RunCounters(_message.Message):
     FAILED_FIELD_NUMBER: _builtins.int
     RETRYING_FIELD_NUMBER: _builtins.int
     IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    DEAD_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
     planned: _builtins.int
     dispatched: _builtins.int
     succeeded: _builtins.int
     failed: _builtins.int
     retrying: _builtins.int
     in_flight: _builtins.int
+    dead: _builtins.int
+    """Jobs that used up their attempts (also counted in failed)."""
+    cancelled: _builtins.int
+    """Jobs not run because the run was cancelled."""
     def __init__(
         self,
         *,
@@ -166,10 +1032,12 @@ class RunCounters(_message.Message):
         failed: _builtins.int = ...,
         retrying: _builtins.int = ...,
         in_flight: _builtins.int = ...,
+        dead: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispatched", b"dispatched", "failed", b"failed", "in_flight", b"in_flight", "planned", b"planned", "retrying", b"retrying", "succeeded", b"succeeded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "dead", b"dead", "dispatched", b"dispatched", "failed", b"failed", "in_flight", b"in_flight", "planned", b"planned", "retrying", b"retrying", "succeeded", b"succeeded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -255,6 +1123,7 @@ class RunStats(_message.Message):
     DURATION_P50_MS_FIELD_NUMBER: _builtins.int
     DURATION_P95_MS_FIELD_NUMBER: _builtins.int
     DURATION_MAX_MS_FIELD_NUMBER: _builtins.int
+    CELLS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     results: _builtins.int
     success_rate: _builtins.float
@@ -263,6 +1132,8 @@ class RunStats(_message.Message):
     duration_max_ms: _builtins.float
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutcomeCount]: ...
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___CellStats]: ...
     def __init__(
         self,
         *,
@@ -273,14 +1144,50 @@ class RunStats(_message.Message):
         duration_p50_ms: _builtins.float = ...,
         duration_p95_ms: _builtins.float = ...,
         duration_max_ms: _builtins.float = ...,
+        cells: _abc.Iterable[Global___CellStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_max_ms", b"duration_max_ms", "duration_p50_ms", b"duration_p50_ms", "duration_p95_ms", b"duration_p95_ms", "outcomes", b"outcomes", "results", b"results", "run_id", b"run_id", "success_rate", b"success_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "duration_max_ms", b"duration_max_ms", "duration_p50_ms", b"duration_p50_ms", "duration_p95_ms", b"duration_p95_ms", "outcomes", b"outcomes", "results", b"results", "run_id", b"run_id", "success_rate", b"success_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunStats: _TypeAlias = RunStats  # noqa: Y015
+
+@_typing.final
+class CellStats(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CELL_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    DURATION_P50_MS_FIELD_NUMBER: _builtins.int
+    DURATION_P95_MS_FIELD_NUMBER: _builtins.int
+    cell: _builtins.str
+    results: _builtins.int
+    success_rate: _builtins.float
+    duration_p50_ms: _builtins.float
+    duration_p95_ms: _builtins.float
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutcomeCount]: ...
+    def __init__(
+        self,
+        *,
+        cell: _builtins.str = ...,
+        results: _builtins.int = ...,
+        outcomes: _abc.Iterable[Global___OutcomeCount] | None = ...,
+        success_rate: _builtins.float = ...,
+        duration_p50_ms: _builtins.float = ...,
+        duration_p95_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "duration_p50_ms", b"duration_p50_ms", "duration_p95_ms", b"duration_p95_ms", "outcomes", b"outcomes", "results", b"results", "success_rate", b"success_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CellStats: _TypeAlias = CellStats  # noqa: Y015
 
 @_typing.final
 class CreateRunRequest(_message.Message):
@@ -311,6 +1218,29 @@ class StartRunRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
+    NOW_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    now: _builtins.bool
+    """Start every session now, regardless of the pacing plan."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        now: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["now", b"now", "run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartRunRequest: _TypeAlias = StartRunRequest  # noqa: Y015
+
+@_typing.final
+class RunRef(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     def __init__(
         self,
@@ -323,7 +1253,7 @@ class StartRunRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___StartRunRequest: _TypeAlias = StartRunRequest  # noqa: Y015
+Global___RunRef: _TypeAlias = RunRef  # noqa: Y015
 
 @_typing.final
 class GetRunRequest(_message.Message):
@@ -420,3 +1350,177 @@ class GetRunStatsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetRunStatsRequest: _TypeAlias = GetRunStatsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    status: _builtins.str
+    """Only jobs in this status ("dead", "retry_wait", …); empty lists all."""
+    limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "run_id", b"run_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
+
+@_typing.final
+class Job(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    CELL_FIELD_NUMBER: _builtins.int
+    TARGET_URL_FIELD_NUMBER: _builtins.int
+    RETRY_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    run_id: _builtins.str
+    index: _builtins.int
+    attempt: _builtins.int
+    status: _builtins.str
+    outcome: _builtins.str
+    error: _builtins.str
+    target_url: _builtins.str
+    @_builtins.property
+    def cell(self) -> Global___Cell: ...
+    @_builtins.property
+    def retry_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+        status: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        error: _builtins.str = ...,
+        cell: Global___Cell | None = ...,
+        target_url: _builtins.str = ...,
+        retry_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "retry_at", b"retry_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cell", b"cell", "error", b"error", "id", b"id", "index", b"index", "outcome", b"outcome", "retry_at", b"retry_at", "run_id", b"run_id", "status", b"status", "target_url", b"target_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class ListJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
+
+@_typing.final
+class HostBackoff(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_ERRORS_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    consecutive_errors: _builtins.int
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        consecutive_errors: _builtins.int = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_errors", b"consecutive_errors", "host", b"host", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostBackoff: _TypeAlias = HostBackoff  # noqa: Y015
+
+@_typing.final
+class ListHostsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHostsRequest: _TypeAlias = ListHostsRequest  # noqa: Y015
+
+@_typing.final
+class ListHostsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostBackoff]: ...
+    def __init__(
+        self,
+        *,
+        hosts: _abc.Iterable[Global___HostBackoff] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHostsResponse: _TypeAlias = ListHostsResponse  # noqa: Y015
+
+@_typing.final
+class ResetHostBackoffRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetHostBackoffRequest: _TypeAlias = ResetHostBackoffRequest  # noqa: Y015

@@ -22,18 +22,19 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from smartfleet.v1 import accounts_pb2 as smartfleet_dot_v1_dot_accounts__pb2
 from smartfleet.v1 import node_pb2 as smartfleet_dot_v1_dot_node__pb2
 from smartfleet.v1 import results_pb2 as smartfleet_dot_v1_dot_results__pb2
 from smartfleet.v1 import runs_pb2 as smartfleet_dot_v1_dot_runs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsmartfleet/v1/scheduler.proto\x12\rsmartfleet.v1\x1a\x18smartfleet/v1/node.proto\x1a\x1bsmartfleet/v1/results.proto\x1a\x18smartfleet/v1/runs.proto2\xc9\x04\n\tScheduler\x12@\n\tCreateRun\x12\x1f.smartfleet.v1.CreateRunRequest\x1a\x12.smartfleet.v1.Run\x12>\n\x08StartRun\x12\x1e.smartfleet.v1.StartRunRequest\x1a\x12.smartfleet.v1.Run\x12:\n\x06GetRun\x12\x1c.smartfleet.v1.GetRunRequest\x1a\x12.smartfleet.v1.Run\x12K\n\x08ListRuns\x12\x1e.smartfleet.v1.ListRunsRequest\x1a\x1f.smartfleet.v1.ListRunsResponse\x12I\n\x0bGetRunStats\x12!.smartfleet.v1.GetRunStatsRequest\x1a\x17.smartfleet.v1.RunStats\x12T\n\x0bListResults\x12!.smartfleet.v1.ListResultsRequest\x1a\".smartfleet.v1.ListResultsResponse\x12@\n\x08WatchRun\x12\x1e.smartfleet.v1.WatchRunRequest\x1a\x12.smartfleet.v1.Run0\x01\x12N\n\tListNodes\x12\x1f.smartfleet.v1.ListNodesRequest\x1a .smartfleet.v1.ListNodesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsmartfleet/v1/scheduler.proto\x12\rsmartfleet.v1\x1a\x1csmartfleet/v1/accounts.proto\x1a\x18smartfleet/v1/node.proto\x1a\x1bsmartfleet/v1/results.proto\x1a\x18smartfleet/v1/runs.proto2\xc4\x0e\n\tScheduler\x12@\n\tCreateRun\x12\x1f.smartfleet.v1.CreateRunRequest\x1a\x12.smartfleet.v1.Run\x12>\n\x08StartRun\x12\x1e.smartfleet.v1.StartRunRequest\x1a\x12.smartfleet.v1.Run\x12:\n\x06GetRun\x12\x1c.smartfleet.v1.GetRunRequest\x1a\x12.smartfleet.v1.Run\x12K\n\x08ListRuns\x12\x1e.smartfleet.v1.ListRunsRequest\x1a\x1f.smartfleet.v1.ListRunsResponse\x12I\n\x0bGetRunStats\x12!.smartfleet.v1.GetRunStatsRequest\x1a\x17.smartfleet.v1.RunStats\x12T\n\x0bListResults\x12!.smartfleet.v1.ListResultsRequest\x1a\".smartfleet.v1.ListResultsResponse\x12@\n\x08WatchRun\x12\x1e.smartfleet.v1.WatchRunRequest\x1a\x12.smartfleet.v1.Run0\x01\x12N\n\tListNodes\x12\x1f.smartfleet.v1.ListNodesRequest\x1a .smartfleet.v1.ListNodesResponse\x12\x35\n\x08PauseRun\x12\x15.smartfleet.v1.RunRef\x1a\x12.smartfleet.v1.Run\x12\x36\n\tResumeRun\x12\x15.smartfleet.v1.RunRef\x1a\x12.smartfleet.v1.Run\x12\x36\n\tCancelRun\x12\x15.smartfleet.v1.RunRef\x1a\x12.smartfleet.v1.Run\x12\x38\n\x0b\x45xpediteRun\x12\x15.smartfleet.v1.RunRef\x1a\x12.smartfleet.v1.Run\x12K\n\x08ListJobs\x12\x1e.smartfleet.v1.ListJobsRequest\x1a\x1f.smartfleet.v1.ListJobsResponse\x12N\n\tListHosts\x12\x1f.smartfleet.v1.ListHostsRequest\x1a .smartfleet.v1.ListHostsResponse\x12V\n\x10ResetHostBackoff\x12&.smartfleet.v1.ResetHostBackoffRequest\x1a\x1a.smartfleet.v1.HostBackoff\x12L\n\rCreateAccount\x12#.smartfleet.v1.CreateAccountRequest\x1a\x16.smartfleet.v1.Account\x12L\n\rUpdateAccount\x12#.smartfleet.v1.UpdateAccountRequest\x1a\x16.smartfleet.v1.Account\x12?\n\nGetAccount\x12\x19.smartfleet.v1.AccountRef\x1a\x16.smartfleet.v1.Account\x12W\n\x0cListAccounts\x12\".smartfleet.v1.ListAccountsRequest\x1a#.smartfleet.v1.ListAccountsResponse\x12P\n\rDeleteAccount\x12\x19.smartfleet.v1.AccountRef\x1a$.smartfleet.v1.DeleteAccountResponse\x12O\n\x0e\x43reateSchedule\x12$.smartfleet.v1.CreateScheduleRequest\x1a\x17.smartfleet.v1.Schedule\x12\x42\n\x0bGetSchedule\x12\x1a.smartfleet.v1.ScheduleRef\x1a\x17.smartfleet.v1.Schedule\x12Z\n\rListSchedules\x12#.smartfleet.v1.ListSchedulesRequest\x1a$.smartfleet.v1.ListSchedulesResponse\x12U\n\x11SetSchedulePaused\x12\'.smartfleet.v1.SetSchedulePausedRequest\x1a\x17.smartfleet.v1.Schedule\x12S\n\x0e\x44\x65leteSchedule\x12\x1a.smartfleet.v1.ScheduleRef\x1a%.smartfleet.v1.DeleteScheduleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'smartfleet.v1.scheduler_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCHEDULER']._serialized_start=130
-  _globals['_SCHEDULER']._serialized_end=715
+  _globals['_SCHEDULER']._serialized_start=160
+  _globals['_SCHEDULER']._serialized_end=2020
 # @@protoc_insertion_point(module_scope)
