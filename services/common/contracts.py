@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.common.spec import Step
+
 from services.common.types import (
+    Cell,
     ErrorClass,
+    Geolocation,
     JobEnvelope,
     NavigationTiming,
     NodeInfo,
     NodeLoad,
     Outcome,
     SessionResult,
+    StepOutcome,
 )
-from smartfleet.v1 import job_pb2, node_pb2, results_pb2
+from smartfleet.v1 import job_pb2, node_pb2, results_pb2, runs_pb2
 
 
 def timestamp(value: datetime | None) -> Timestamp:
@@ -53,6 +59,51 @@ _CLASS_TO_PB = {
 _CLASS_FROM_PB = {value: error_class for error_class, value in _CLASS_TO_PB.items()}
 
 
+def step_to_pb(step: Step) -> runs_pb2.Step:
+    return json_format.ParseDict(
+        step.model_dump(mode="json", by_alias=True, exclude_none=True), runs_pb2.Step()
+    )
+
+
+def step_from_pb(message: runs_pb2.Step) -> Step:
+    return Step.model_validate(json_format.MessageToDict(message, preserving_proto_field_name=True))
+
+
+def cell_to_pb(cell: Cell) -> runs_pb2.Cell:
+    message = runs_pb2.Cell(
+        device=cell.device,
+        locale=cell.locale,
+        timezone=cell.timezone,
+        engine=cell.engine,
+        labels=dict(cell.labels),
+        key=cell.key,
+    )
+    if cell.geolocation is not None:
+        message.geolocation.CopyFrom(
+            runs_pb2.Geolocation(
+                latitude=cell.geolocation.latitude,
+                longitude=cell.geolocation.longitude,
+                accuracy=cell.geolocation.accuracy,
+            )
+        )
+    return message
+
+
+def cell_from_pb(message: runs_pb2.Cell) -> Cell:
+    geolocation = None
+    if message.HasField("geolocation"):
+        g = message.geolocation
+        geolocation = Geolocation(latitude=g.latitude, longitude=g.longitude, accuracy=g.accuracy)
+    return Cell(
+        device=message.device,
+        locale=message.locale,
+        timezone=message.timezone,
+        geolocation=geolocation,
+        engine=message.engine or "chromium",
+        labels=tuple(sorted(message.labels.items())),
+    )
+
+
 def envelope_to_bytes(envelope: JobEnvelope) -> bytes:
     return job_pb2.JobEnvelope(
         job_id=envelope.job_id,
@@ -64,6 +115,12 @@ def envelope_to_bytes(envelope: JobEnvelope) -> bytes:
         session_timeout=duration(envelope.session_timeout),
         deadline=timestamp(envelope.deadline),
         allowed_hosts=envelope.allowed_hosts,
+        steps=[step_to_pb(step) for step in envelope.steps],
+        cell=cell_to_pb(envelope.cell),
+        account=envelope.account,
+        write_back_state=envelope.write_back_state,
+        artifacts=envelope.artifacts,
+        seed=envelope.seed,
     ).SerializeToString()
 
 
@@ -79,12 +136,18 @@ def envelope_from_bytes(data: bytes) -> JobEnvelope:
         session_timeout=from_duration(message.session_timeout),
         deadline=from_timestamp(message.deadline) or datetime.now(UTC),
         allowed_hosts=tuple(message.allowed_hosts),
+        steps=tuple(step_from_pb(step) for step in message.steps),
+        cell=cell_from_pb(message.cell),
+        account=message.account,
+        write_back_state=message.write_back_state,
+        artifacts=message.artifacts or "never",
+        seed=message.seed,
     )
 
 
 def result_to_pb(result: SessionResult) -> results_pb2.SessionResult:
     t = result.timing
-    return results_pb2.SessionResult(
+    message = results_pb2.SessionResult(
         job_id=result.job_id,
         attempt=result.attempt,
         run_id=result.run_id,
@@ -109,7 +172,23 @@ def result_to_pb(result: SessionResult) -> results_pb2.SessionResult:
         started_at=timestamp(result.started_at),
         finished_at=timestamp(result.finished_at),
         browser_version=result.browser_version,
+        cell=cell_to_pb(result.cell),
+        steps=[
+            results_pb2.StepOutcome(
+                index=step.index,
+                action=step.action,
+                status=step.status,
+                duration_ms=step.duration_ms,
+                error=step.error,
+            )
+            for step in result.steps
+        ],
+        account=result.account,
+        artifacts=result.artifacts,
     )
+    if result.extracted:
+        message.extracted.update(result.extracted)
+    return message
 
 
 def result_from_pb(message: results_pb2.SessionResult) -> SessionResult:
@@ -143,6 +222,20 @@ def result_from_pb(message: results_pb2.SessionResult) -> SessionResult:
         started_at=from_timestamp(message.started_at) or now,
         finished_at=from_timestamp(message.finished_at) or now,
         browser_version=message.browser_version,
+        cell=cell_from_pb(message.cell),
+        extracted=json_format.MessageToDict(message.extracted),
+        steps=tuple(
+            StepOutcome(
+                index=step.index,
+                action=step.action,
+                status=step.status,
+                duration_ms=step.duration_ms,
+                error=step.error,
+            )
+            for step in message.steps
+        ),
+        account=message.account,
+        artifacts=tuple(message.artifacts),
     )
 
 

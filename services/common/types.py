@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.common.spec import Step
 
 
 class Outcome(StrEnum):
@@ -35,6 +39,43 @@ class NodeState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Geolocation:
+    latitude: float
+    longitude: float
+    accuracy: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cell:
+    """The matrix cell a session runs in; empty fields mean the node's defaults."""
+
+    device: str = ""
+    locale: str = ""
+    timezone: str = ""
+    geolocation: Geolocation | None = None
+    engine: str = "chromium"
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        parts = [self.device or "default device", self.locale or "default locale", self.engine]
+        if self.timezone:
+            parts.insert(2, self.timezone)
+        if self.labels:
+            parts.append(",".join(f"{k}={v}" for k, v in self.labels))
+        return " / ".join(parts)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepOutcome:
+    index: int
+    action: str
+    status: str  # "ok", "skipped", "failed"
+    duration_ms: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobEnvelope:
     """One session attempt as published on the bus."""
 
@@ -47,6 +88,12 @@ class JobEnvelope:
     session_timeout: timedelta
     deadline: datetime
     allowed_hosts: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
+    cell: Cell = field(default_factory=Cell)
+    account: str = ""
+    write_back_state: bool = False
+    artifacts: str = "never"
+    seed: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +127,11 @@ class SessionResult:
     redirect_chain: tuple[str, ...] = ()
     timing: NavigationTiming = field(default_factory=NavigationTiming)
     browser_version: str = ""
+    cell: Cell = field(default_factory=Cell)
+    extracted: dict[str, Any] = field(default_factory=dict)
+    steps: tuple[StepOutcome, ...] = ()
+    account: str = ""
+    artifacts: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -1,22 +1,31 @@
-"""The gateway: the public Fleet API, authenticated, forwarded to the scheduler."""
+"""The gateway: the public Fleet API, authenticated, forwarded to the scheduler.
+
+Unary Fleet methods are forwarded generically to the Scheduler method of the same name (the
+contracts share their messages; a unit test holds them identical), so a new RPC needs no
+gateway code. WatchRun is the exception: one upstream stream per run, fanned out.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
 
 from services.common.config import GatewaySettings
 from services.common.grpc_server import ServiceServer, write_ready_file
 from services.common.lifecycle import shutdown_event
 from services.gateway._auth import TokenAuthInterceptor
 from services.gateway._fanout import UpstreamError, WatchFanout
-from smartfleet.v1 import fleet_pb2_grpc, node_pb2, results_pb2, runs_pb2, scheduler_pb2_grpc
+from smartfleet.v1 import fleet_pb2, runs_pb2, scheduler_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
+FLEET = fleet_pb2.DESCRIPTOR.services_by_name["Fleet"]
+SCHEDULER_SERVICE = "smartfleet.v1.Scheduler"
 UPSTREAM_TIMEOUT = 30.0
 
 
@@ -25,14 +34,22 @@ def _timeout(context: grpc.aio.ServicerContext) -> float:
     return UPSTREAM_TIMEOUT if remaining is None else max(0.1, min(remaining, UPSTREAM_TIMEOUT))
 
 
-class FleetServicer(fleet_pb2_grpc.FleetServicer):
-    def __init__(self, stub: scheduler_pb2_grpc.SchedulerStub, fanout: WatchFanout) -> None:
-        self._stub = stub
-        self._fanout = fanout
+def _message_class(descriptor: Any) -> Any:
+    return message_factory.GetMessageClass(descriptor)
 
-    async def _forward(self, method: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+
+def _forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> grpc.RpcMethodHandler:
+    request_class = _message_class(method.input_type)
+    response_class = _message_class(method.output_type)
+    upstream = channel.unary_unary(
+        f"/{SCHEDULER_SERVICE}/{method.name}",
+        request_serializer=request_class.SerializeToString,
+        response_deserializer=response_class.FromString,
+    )
+
+    async def forward(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return await method(request, timeout=_timeout(context))
+            return await upstream(request, timeout=_timeout(context))
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNAVAILABLE:
                 raise UpstreamError(
@@ -40,46 +57,42 @@ class FleetServicer(fleet_pb2_grpc.FleetServicer):
                 ) from None
             raise UpstreamError(error.code(), error.details() or "scheduler error") from None
 
-    async def CreateRun(
-        self, request: runs_pb2.CreateRunRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.Run:
-        return await self._forward(self._stub.CreateRun, request, context)
+    return grpc.unary_unary_rpc_method_handler(
+        forward,
+        request_deserializer=request_class.FromString,
+        response_serializer=response_class.SerializeToString,
+    )
 
-    async def StartRun(
-        self, request: runs_pb2.StartRunRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.Run:
-        return await self._forward(self._stub.StartRun, request, context)
 
-    async def GetRun(
-        self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.Run:
-        return await self._forward(self._stub.GetRun, request, context)
-
-    async def ListRuns(
-        self, request: runs_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.ListRunsResponse:
-        return await self._forward(self._stub.ListRuns, request, context)
-
-    async def GetRunStats(
-        self, request: runs_pb2.GetRunStatsRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.RunStats:
-        return await self._forward(self._stub.GetRunStats, request, context)
-
-    async def ListResults(
-        self, request: results_pb2.ListResultsRequest, context: grpc.aio.ServicerContext
-    ) -> results_pb2.ListResultsResponse:
-        return await self._forward(self._stub.ListResults, request, context)
-
-    async def ListNodes(
-        self, request: node_pb2.ListNodesRequest, context: grpc.aio.ServicerContext
-    ) -> node_pb2.ListNodesResponse:
-        return await self._forward(self._stub.ListNodes, request, context)
-
-    async def WatchRun(
-        self, request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
+def _watch_handler(fanout: WatchFanout) -> grpc.RpcMethodHandler:
+    async def watch(
+        request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[runs_pb2.Run]:
-        async for run in self._fanout.watch(request.run_id):
+        async for run in fanout.watch(request.run_id):
             yield run
+
+    return grpc.unary_stream_rpc_method_handler(
+        watch,
+        request_deserializer=runs_pb2.WatchRunRequest.FromString,
+        response_serializer=runs_pb2.Run.SerializeToString,
+    )
+
+
+def fleet_handlers(
+    channel: grpc.aio.Channel, fanout: WatchFanout
+) -> dict[str, grpc.RpcMethodHandler]:
+    special: dict[str, Callable[[], grpc.RpcMethodHandler]] = {
+        "WatchRun": lambda: _watch_handler(fanout)
+    }
+    handlers = {}
+    for method in FLEET.methods:
+        if method.name in special:
+            handlers[method.name] = special[method.name]()
+        elif method.client_streaming or method.server_streaming:
+            raise RuntimeError(f"Fleet.{method.name} streams; give it a handler in the gateway")
+        else:
+            handlers[method.name] = _forwarder(channel, method)
+    return handlers
 
 
 class GatewayService:
@@ -98,15 +111,18 @@ class GatewayService:
                 ("grpc.max_receive_message_length", 16 << 20),
             ],
         )
-        stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
-        self._fanout = WatchFanout(stub)
+        self._fanout = WatchFanout(scheduler_pb2_grpc.SchedulerStub(self._channel))
         self._server = ServiceServer(
             listen=self.settings.gateway_listen,
-            service_names=["smartfleet.v1.Fleet"],
+            service_names=[FLEET.full_name],
             interceptors=[auth],
         )
-        fleet_pb2_grpc.add_FleetServicer_to_server(
-            FleetServicer(stub, self._fanout), self._server.server
+        self._server.server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    FLEET.full_name, fleet_handlers(self._channel, self._fanout)
+                ),
+            )
         )
         return await self._server.start()
 

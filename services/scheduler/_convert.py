@@ -22,7 +22,7 @@ from services.common.types import (
 from services.scheduler._models import ResultRow
 from services.scheduler._registry import NodeRecord
 from services.scheduler._runs import Run, RunStats, RunStatus
-from services.scheduler._spec import RunSpec
+from services.common.spec import RunSpec
 from smartfleet.v1 import node_pb2, results_pb2, runs_pb2
 
 _RUN_STATUS = {

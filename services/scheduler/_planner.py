@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.scheduler._spec import RunSpec
+from services.common.spec import RunSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from services.common.errors import FailedPrecondition, NotFound
 from services.scheduler._db import Database
 from services.scheduler._models import ResultRow, RunRow
-from services.scheduler._spec import RunSpec
+from services.common.spec import RunSpec
 
 
 class RunStatus(StrEnum):

@@ -25,7 +25,7 @@ from services.scheduler._ingestor import ResultIngestor
 from services.scheduler._progress import RunProgressHub
 from services.scheduler._registry import NodeRegistry
 from services.scheduler._runs import RunStore
-from services.scheduler._spec import validate_spec
+from services.common.spec import validate_spec
 from smartfleet.v1 import node_pb2, node_pb2_grpc, results_pb2, runs_pb2, scheduler_pb2_grpc
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from services.common.contracts import (
 )
 from services.common.types import ErrorClass, JobEnvelope, NavigationTiming, Outcome, SessionResult
 from services.scheduler._convert import spec_data_from_pb, spec_to_pb
-from services.scheduler._spec import validate_spec
+from services.common.spec import validate_spec
 from smartfleet.v1 import results_pb2
 
 
@@ -77,3 +77,69 @@ def test_unknown_outcome_is_a_value_error() -> None:
         assert "unknown outcome" in str(error)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_envelope_with_steps_and_cell_round_trip() -> None:
+    """Steps (assert included), the matrix cell and the account survive the bus."""
+    from services.common.spec import parse_spec
+    from services.common.types import Cell, Geolocation
+
+    spec = parse_spec(
+        {
+            "targets": ["http://127.0.0.1/"],
+            "sessions": 1,
+            "steps": [
+                {"goto": {"url": "{target}about"}},
+                {"click": {"selector": "#go"}, "optional": True, "timeout": "2s"},
+                {"assert": {"selector": "li", "count": 5}},
+                {"dwell": {"min": "100ms", "max": "1s"}},
+            ],
+        }
+    )
+    envelope = JobEnvelope(
+        job_id="r-1",
+        attempt=1,
+        run_id="r",
+        index=1,
+        target_url="http://127.0.0.1/",
+        engine="chromium",
+        session_timeout=timedelta(seconds=30),
+        deadline=datetime(2026, 1, 1, tzinfo=UTC),
+        steps=tuple(spec.steps),
+        cell=Cell(
+            device="Pixel 7",
+            locale="de-DE",
+            timezone="Europe/Berlin",
+            geolocation=Geolocation(latitude=52.5, longitude=13.4),
+            labels=(("region", "eu"),),
+        ),
+        account="alice",
+        write_back_state=True,
+        artifacts="on_failure",
+        seed=7,
+    )
+    assert envelope_from_bytes(envelope_to_bytes(envelope)) == envelope
+
+
+def test_result_with_extracted_data_round_trip() -> None:
+    """Extracted strings and lists, step outcomes and the cell survive the node link."""
+    from services.common.types import Cell, StepOutcome
+
+    now = datetime.now(UTC)
+    result = SessionResult(
+        job_id="r-1",
+        attempt=1,
+        run_id="r",
+        index=1,
+        outcome=Outcome.OK,
+        error_class=ErrorClass.NONE,
+        started_at=now,
+        finished_at=now,
+        duration_ms=1.0,
+        cell=Cell(device="Pixel 7"),
+        extracted={"title": "Products", "skus": ["sku-1", "sku-2"]},
+        steps=(StepOutcome(index=0, action="goto", status="ok", duration_ms=3.0),),
+        account="alice",
+        artifacts=("r/r-1/1/shot.png",),
+    )
+    assert result_from_pb(result_to_pb(result)) == result

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from services.common.errors import InvalidArgument
-from services.scheduler._spec import validate_spec
+from services.common.spec import validate_spec
 
 LOCAL = "http://127.0.0.1:8080/"
 

@@ -70,7 +70,9 @@ def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)") from None
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)"
+        ) from None
     return value
 
 
@@ -249,7 +251,9 @@ class DeviceWeight(_Model):
     @classmethod
     def _known(cls, value: str) -> str:
         if value not in device_names():
-            raise ValueError(f"unknown device {value!r}; use a Playwright device name like 'Pixel 7' or 'Desktop Chrome'")
+            raise ValueError(
+                f"unknown device {value!r}; use a Playwright device name like 'Pixel 7' or 'Desktop Chrome'"
+            )
         return value
 
 
@@ -355,7 +359,9 @@ class Limits(_Model):
     session_timeout: Duration = timedelta(seconds=60)
     per_host_rate: float = Field(0.0, ge=0, le=100_000)
     per_host_burst: int = Field(0, ge=0, le=100_000)
-    engine_concurrency: dict[Engine, Annotated[int, Field(ge=0, le=1_000_000)]] = Field(default_factory=dict)
+    engine_concurrency: dict[Engine, Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=dict
+    )
 
     @field_validator("session_timeout")
     @classmethod
@@ -485,6 +491,7 @@ def validate_spec(data: dict[str, Any], *, allowed_hosts: list[str]) -> RunSpec:
             host = urlsplit(step.goto.url).hostname or ""
             if "{" not in host and not host_allowed(host, allowed_hosts):
                 raise InvalidArgument(
-                    f"spec.steps[{index}].goto.url", f"host {host!r} is not in the scheduler's target allowlist"
+                    f"spec.steps[{index}].goto.url",
+                    f"host {host!r} is not in the scheduler's target allowlist",
                 )
     return spec
