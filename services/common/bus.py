@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +21,24 @@ STREAM = "SMARTFLEET_JOBS"
 SUBJECT_PREFIX = "smartfleet.jobs"
 # Re-publishes of the same (job id, attempt) inside this window are dropped by the stream.
 DUPLICATE_WINDOW = timedelta(minutes=2)
+
+
+_TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def pool_name(engine: str, labels: Iterable[tuple[str, str]] = ()) -> str:
+    """A pool is an engine plus placement labels: `chromium`, `chromium.region_eu`."""
+    parts = [engine, *(_TOKEN_UNSAFE.sub("-", f"{key}_{value}") for key, value in sorted(labels))]
+    return ".".join(parts)
+
+
+def node_pools(engines: Iterable[str], labels: dict[str, str]) -> list[str]:
+    """Every pool a node can serve: each engine with each subset of its labels."""
+    items = sorted(labels.items())
+    subsets = [
+        combo for size in range(len(items) + 1) for combo in itertools.combinations(items, size)
+    ]
+    return [pool_name(engine, subset) for engine in engines for subset in subsets]
 
 
 def pool_subject(pool: str) -> str:

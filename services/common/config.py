@@ -48,6 +48,9 @@ class SchedulerSettings(_Base):
     default_session_timeout: Duration = timedelta(seconds=60)
     # Extra time past a job's session timeout before the scheduler re-dispatches it.
     recovery_grace: Duration = timedelta(seconds=60)
+    # Fernet key(s) encrypting account storage state (comma-separated: the first encrypts, all
+    # decrypt). Unset: a key file next to a SQLite database; PostgreSQL then stores no state.
+    secret_key: str | None = Field(default=None, repr=False)
 
     @property
     def allowed_host_list(self) -> list[str]:

@@ -9,7 +9,6 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.spec import Step
-
 from services.common.types import (
     Cell,
     ErrorClass,

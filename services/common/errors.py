@@ -39,6 +39,15 @@ class FailedPrecondition(SmartfleetError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class AlreadyExists(SmartfleetError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+    def __init__(self, kind: str, key: str) -> None:
+        super().__init__(f"{kind} {key!r} already exists")
+        self.kind = kind
+        self.key = key
+
+
 class Unauthenticated(SmartfleetError):
     code = grpc.StatusCode.UNAUTHENTICATED
 

@@ -7,22 +7,26 @@ from typing import Any
 from google.protobuf import json_format
 
 from services.common.contracts import (
+    cell_to_pb,
     node_info_to_pb,
     node_load_to_pb,
     result_to_pb,
     timestamp,
 )
+from services.common.spec import RunSpec
 from services.common.types import (
     ErrorClass,
     NavigationTiming,
     NodeState,
     Outcome,
     SessionResult,
+    StepOutcome,
 )
-from services.scheduler._models import ResultRow
+from services.scheduler._dispatcher import cell_from_json
+from services.scheduler._hosts import HostState
+from services.scheduler._models import JobRow, ResultRow
 from services.scheduler._registry import NodeRecord
 from services.scheduler._runs import Run, RunStats, RunStatus
-from services.common.spec import RunSpec
 from smartfleet.v1 import node_pb2, results_pb2, runs_pb2
 
 _RUN_STATUS = {
@@ -54,6 +58,8 @@ def run_to_pb(run: Run) -> runs_pb2.Run:
             failed=run.failed,
             retrying=run.retrying,
             in_flight=run.in_flight,
+            dead=run.dead,
+            cancelled=run.cancelled,
         ),
         created_at=timestamp(run.created_at),
     )
@@ -76,7 +82,45 @@ def stats_to_pb(stats: RunStats) -> runs_pb2.RunStats:
         duration_p50_ms=stats.duration_p50_ms,
         duration_p95_ms=stats.duration_p95_ms,
         duration_max_ms=stats.duration_max_ms,
+        cells=[
+            runs_pb2.CellStats(
+                cell=cell.cell,
+                results=cell.results,
+                outcomes=[
+                    runs_pb2.OutcomeCount(outcome=o, count=c)
+                    for o, c in sorted(cell.outcomes.items())
+                ],
+                success_rate=cell.success_rate,
+                duration_p50_ms=cell.duration_p50_ms,
+                duration_p95_ms=cell.duration_p95_ms,
+            )
+            for cell in stats.cells
+        ],
     )
+
+
+def job_to_pb(row: JobRow) -> runs_pb2.Job:
+    message = runs_pb2.Job(
+        id=row.id,
+        run_id=row.run_id,
+        index=row.index,
+        attempt=row.attempt,
+        status=row.status,
+        outcome=row.outcome or "",
+        error=row.error or "",
+        cell=cell_to_pb(cell_from_json(row.cell)),
+        target_url=row.target_url,
+    )
+    if row.retry_at is not None and row.status == "retry_wait":
+        message.retry_at.CopyFrom(timestamp(row.retry_at))
+    return message
+
+
+def host_to_pb(state: HostState) -> runs_pb2.HostBackoff:
+    message = runs_pb2.HostBackoff(host=state.host, consecutive_errors=state.consecutive_errors)
+    if state.until is not None:
+        message.until.CopyFrom(timestamp(state.until))
+    return message
 
 
 def result_row_to_pb(row: ResultRow) -> results_pb2.SessionResult:
@@ -101,6 +145,11 @@ def result_row_to_pb(row: ResultRow) -> results_pb2.SessionResult:
             redirect_chain=tuple(detail.get("redirect_chain", ())),
             timing=NavigationTiming(**detail.get("timing", {})),
             browser_version=detail.get("browser_version", ""),
+            cell=cell_from_json(detail.get("cell") or {}),
+            extracted=detail.get("extracted") or {},
+            steps=tuple(StepOutcome(**step) for step in detail.get("steps") or ()),
+            account=row.account or "",
+            artifacts=tuple(detail.get("artifacts") or ()),
         )
     )
 

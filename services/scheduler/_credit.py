@@ -2,35 +2,48 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable
 
 
 class CreditLedger:
-    """Outstanding jobs per pool (published, not yet reported final) against live capacity.
+    """Outstanding jobs (published, not yet reported final) per pool and per (run, pool).
 
     credit(pool) = capacity(pool) - outstanding(pool), never below zero. Jobs wait in the
     scheduler, where priority, pacing and cancellation are exact, instead of in the bus.
     """
 
     def __init__(self) -> None:
-        self._outstanding: dict[str, int] = defaultdict(int)
+        self._by_run: Counter[tuple[str, str]] = Counter()
+        self._by_pool: Counter[str] = Counter()
 
-    def reset(self, outstanding: Mapping[str, int]) -> None:
-        self._outstanding = defaultdict(int, outstanding)
+    def reset(self, outstanding: Iterable[tuple[str, str, int]]) -> None:
+        """From (run_id, pool, count) rows, e.g. the jobs still dispatched after a restart."""
+        self._by_run = Counter({(run_id, pool): count for run_id, pool, count in outstanding})
+        self._by_pool = Counter()
+        for (_, pool), count in self._by_run.items():
+            self._by_pool[pool] += count
 
     def outstanding(self, pool: str) -> int:
-        return self._outstanding[pool]
+        return self._by_pool[pool]
+
+    def run_outstanding(self, run_id: str, pool: str) -> int:
+        return self._by_run[(run_id, pool)]
 
     def credit(self, pool: str, capacity: int) -> int:
-        return max(0, capacity - self._outstanding[pool])
+        return max(0, capacity - self._by_pool[pool])
 
-    def took(self, pool: str, count: int) -> None:
+    def took(self, pool: str, count: int, *, run_id: str = "") -> None:
         if count < 0:
             raise ValueError("count must be >= 0")
-        self._outstanding[pool] += count
+        self._by_pool[pool] += count
+        self._by_run[(run_id, pool)] += count
 
-    def returned(self, pool: str, count: int) -> None:
+    def returned(self, pool: str, count: int, *, run_id: str = "") -> None:
         if count < 0:
             raise ValueError("count must be >= 0")
-        self._outstanding[pool] = max(0, self._outstanding[pool] - count)
+        given_back = min(count, self._by_run[(run_id, pool)])
+        self._by_run[(run_id, pool)] -= given_back
+        if self._by_run[(run_id, pool)] <= 0:
+            del self._by_run[(run_id, pool)]
+        self._by_pool[pool] = max(0, self._by_pool[pool] - given_back)

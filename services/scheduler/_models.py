@@ -8,10 +8,12 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     Index,
     Integer,
+    LargeBinary,
     String,
     TypeDecorator,
     UniqueConstraint,
@@ -57,6 +59,10 @@ class RunRow(Base):
     failed: Mapped[int] = mapped_column(BigInteger, default=0)
     retrying: Mapped[int] = mapped_column(BigInteger, default=0)
     in_flight: Mapped[int] = mapped_column(BigInteger, default=0)
+    dead: Mapped[int] = mapped_column(BigInteger, default=0)
+    cancelled: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Set when an operator starts every remaining session now, regardless of the plan.
+    expedited_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -67,6 +73,8 @@ class JobRow(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "index", name="uq_jobs_run_index"),
         Index("ix_jobs_status_deadline", "status", "deadline"),
+        Index("ix_jobs_status_retry_at", "status", "retry_at"),
+        Index("ix_jobs_run_status", "run_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -76,9 +84,13 @@ class JobRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     pool: Mapped[str] = mapped_column(String(64))
     target_url: Mapped[str] = mapped_column(String(2048))
+    cell: Mapped[dict[str, Any]]
+    account: Mapped[str | None] = mapped_column(String(128))
     outcome: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(String(2000))
     dispatched_at: Mapped[datetime]
     deadline: Mapped[datetime]
+    retry_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
 
@@ -97,6 +109,8 @@ class ResultRow(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
     node_id: Mapped[str] = mapped_column(String(128))
     engine: Mapped[str] = mapped_column(String(16))
+    cell_key: Mapped[str] = mapped_column(String(300), default="")
+    account: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]
     # Everything else a node measured (error, URLs, redirect chain, timings, versions).
@@ -117,3 +131,53 @@ class NodeRow(Base):
     rss_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     registered_at: Mapped[datetime]
     last_heartbeat: Mapped[datetime]
+
+
+class AccountRow(Base):
+    __tablename__ = "accounts"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    labels: Mapped[dict[str, Any]]
+    proxy: Mapped[str] = mapped_column(String(2048), default="")
+    sessions_per_hour: Mapped[int] = mapped_column(Integer, default=0)
+    cooldown_s: Mapped[float] = mapped_column(Float)
+    # "active" or "disabled"; "cooling" is derived from cooldown_until.
+    status: Mapped[str] = mapped_column(String(16))
+    cooldown_until: Mapped[datetime | None]
+    # A Fernet token of the Playwright storage state; never plaintext.
+    storage_state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Round-robin: the matching account with the lowest turn (least recently assigned) goes next.
+    last_turn: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class AccountUseRow(Base):
+    """One session assigned to an account; the last hour of these enforces sessions_per_hour."""
+
+    __tablename__ = "account_uses"
+    __table_args__ = (Index("ix_account_uses_account_used_at", "account", "used_at"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(128))
+    used_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ScheduleRow(Base):
+    __tablename__ = "schedules"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    template: Mapped[dict[str, Any]]
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_fire_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_fire_at: Mapped[datetime | None]
+    last_run_id: Mapped[str] = mapped_column(String(32), default="")
+    runs_created: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A claimed tick whose run may not exist yet (set before the run is created, cleared after):
+    # the tick being fired and when it was claimed, so a restart finishes it exactly once.
+    firing_tick: Mapped[datetime | None]
+    firing_since: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -9,11 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from services.common import bus
 from services.common.types import NodeInfo, NodeLoad, NodeState
 from services.scheduler._db import Database
 from services.scheduler._models import NodeRow
 
 logger = logging.getLogger(__name__)
+
+CANCEL_NOTICE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,8 +29,8 @@ class NodeRecord:
     last_heartbeat: datetime
 
     @property
-    def pools(self) -> tuple[str, ...]:
-        return self.info.engines
+    def pools(self) -> frozenset[str]:
+        return frozenset(bus.node_pools(self.info.engines, self.info.labels))
 
 
 class NodeRegistry:
@@ -41,6 +44,8 @@ class NodeRegistry:
         self._nodes: dict[str, NodeRecord] = {}
         # Called when capacity may have changed (the dispatcher wakes up).
         self.on_change = on_change
+        # Runs cancelled lately: every node hears of them with its heartbeats for a while.
+        self._cancelled: dict[str, datetime] = {}
 
     async def load(self) -> None:
         """Nodes from before a restart are listed, but carry no capacity until they heartbeat again."""
@@ -100,6 +105,7 @@ class NodeRegistry:
         return True
 
     def capacity(self, pool: str) -> int:
+        """Slots of ready nodes that serve the pool's engine and carry all its labels."""
         return sum(
             node.slots
             for node in self._nodes.values()
@@ -107,7 +113,22 @@ class NodeRegistry:
         )
 
     def pools(self) -> set[str]:
-        return {pool for node in self._nodes.values() for pool in node.pools}
+        """Pools some ready node serves."""
+        return {
+            pool
+            for node in self._nodes.values()
+            if node.state is NodeState.READY
+            for pool in node.pools
+        }
+
+    def cancel_run(self, run_id: str, now: datetime | None = None) -> None:
+        self._cancelled[run_id] = now or datetime.now(UTC)
+
+    def cancelled_runs(self, now: datetime | None = None) -> list[str]:
+        now = now or datetime.now(UTC)
+        for run_id in [r for r, at in self._cancelled.items() if now - at > CANCEL_NOTICE]:
+            del self._cancelled[run_id]
+        return list(self._cancelled)
 
     def nodes(self) -> list[NodeRecord]:
         return sorted(self._nodes.values(), key=lambda node: node.info.node_id)

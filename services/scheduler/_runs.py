@@ -11,9 +11,9 @@ from enum import StrEnum
 from sqlalchemy import func, select, update
 
 from services.common.errors import FailedPrecondition, NotFound
-from services.scheduler._db import Database
-from services.scheduler._models import ResultRow, RunRow
 from services.common.spec import RunSpec
+from services.scheduler._db import Database
+from services.scheduler._models import JobRow, ResultRow, RunRow
 
 
 class RunStatus(StrEnum):
@@ -42,17 +42,20 @@ class Run:
     failed: int
     retrying: int
     in_flight: int
+    dead: int
+    cancelled: int
+    expedited_at: datetime | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: RunRow) -> Run:
+    def from_row(cls, row: RunRow, *, spec: RunSpec | None = None) -> Run:
         return cls(
             id=row.id,
             name=row.name,
             status=RunStatus(row.status),
-            spec=RunSpec.model_validate(row.spec),
+            spec=spec or RunSpec.model_validate(row.spec),
             planned=row.planned,
             next_index=row.next_index,
             dispatched=row.dispatched,
@@ -60,10 +63,23 @@ class Run:
             failed=row.failed,
             retrying=row.retrying,
             in_flight=row.in_flight,
+            dead=row.dead,
+            cancelled=row.cancelled,
+            expedited_at=row.expedited_at,
             created_at=row.created_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CellStats:
+    cell: str
+    results: int
+    outcomes: dict[str, int]
+    success_rate: float
+    duration_p50_ms: float
+    duration_p95_ms: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +91,15 @@ class RunStats:
     duration_p50_ms: float
     duration_p95_ms: float
     duration_max_ms: float
+    cells: list[CellStats]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancelled:
+    """What a cancel took back: the run, and the jobs it withdrew from each pool."""
+
+    run: Run
+    withdrawn: dict[str, int]
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -88,6 +113,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 class RunStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._specs: dict[str, RunSpec] = {}
 
     async def create(self, spec: RunSpec, *, start: bool) -> Run:
         now = datetime.now(UTC)
@@ -104,6 +130,9 @@ class RunStore:
             failed=0,
             retrying=0,
             in_flight=0,
+            dead=0,
+            cancelled=0,
+            expedited_at=None,
             created_at=now,
             started_at=now if start else None,
             finished_at=None,
@@ -127,6 +156,77 @@ class RunStore:
             row.started_at = datetime.now(UTC)
         return Run.from_row(row)
 
+    async def _transition(
+        self, run_id: str, allowed: tuple[RunStatus, ...], verb: str, **values: object
+    ) -> Run:
+        async with self._db.write() as session:
+            row = await session.get(RunRow, run_id)
+            if row is None:
+                raise NotFound("run", run_id)
+            if row.status not in allowed:
+                raise FailedPrecondition(
+                    f"run {run_id} is {row.status}; only a {' or '.join(allowed)} run can be {verb}"
+                )
+            for name, value in values.items():
+                setattr(row, name, value)
+        return Run.from_row(row)
+
+    async def pause(self, run_id: str) -> Run:
+        return await self._transition(
+            run_id, (RunStatus.RUNNING, RunStatus.PAUSED), "paused", status=RunStatus.PAUSED
+        )
+
+    async def resume(self, run_id: str) -> Run:
+        return await self._transition(
+            run_id, (RunStatus.PAUSED, RunStatus.RUNNING), "resumed", status=RunStatus.RUNNING
+        )
+
+    async def expedite(self, run_id: str) -> Run:
+        return await self._transition(
+            run_id,
+            (RunStatus.RUNNING, RunStatus.PAUSED, RunStatus.DRAFT),
+            "expedited",
+            expedited_at=datetime.now(UTC),
+        )
+
+    async def cancel(self, run_id: str) -> Cancelled:
+        """Final at once: queued and in-flight jobs are withdrawn, results so far are kept."""
+        now = datetime.now(UTC)
+        async with self._db.write() as session:
+            row = await session.get(RunRow, run_id)
+            if row is None:
+                raise NotFound("run", run_id)
+            if RunStatus(row.status).final:
+                raise FailedPrecondition(f"run {run_id} is already {row.status}")
+            withdrawn = {
+                pool: count
+                for pool, count in await session.execute(
+                    select(JobRow.pool, func.count())
+                    .where(JobRow.run_id == run_id, JobRow.status == "dispatched")
+                    .group_by(JobRow.pool)
+                )
+            }
+            await session.execute(
+                update(JobRow)
+                .where(JobRow.run_id == run_id, JobRow.status.in_(["dispatched", "retry_wait"]))
+                .values(status="cancelled", outcome="cancelled", finished_at=now)
+            )
+            row.status = RunStatus.CANCELLED
+            row.finished_at = now
+            row.cancelled = row.planned - row.succeeded - row.failed
+            row.in_flight = 0
+            row.retrying = 0
+        self._specs.pop(run_id, None)
+        return Cancelled(run=Run.from_row(row), withdrawn=withdrawn)
+
+    async def spec(self, run_id: str) -> RunSpec:
+        """A run's spec (immutable once created), cached."""
+        spec = self._specs.get(run_id)
+        if spec is None:
+            spec = (await self.get(run_id)).spec
+            self._specs[run_id] = spec
+        return spec
+
     async def get(self, run_id: str) -> Run:
         async with self._db.read() as session:
             row = await session.get(RunRow, run_id)
@@ -146,10 +246,24 @@ class RunStore:
         async with self._db.read() as session:
             rows = await session.scalars(
                 select(RunRow)
-                .where(RunRow.status == RunStatus.RUNNING, RunRow.next_index < RunRow.planned)
+                .where(RunRow.status == RunStatus.RUNNING)
                 .order_by(RunRow.priority.desc(), RunRow.created_at)
             )
-            return [Run.from_row(row) for row in rows]
+            return [self._with_cached_spec(row) for row in rows]
+
+    def _with_cached_spec(self, row: RunRow) -> Run:
+        spec = self._specs.get(row.id)
+        if spec is None:
+            return Run.from_row(row)
+        return Run.from_row(row, spec=spec)
+
+    async def jobs(self, run_id: str, *, status: str, limit: int) -> list[JobRow]:
+        await self.get(run_id)
+        statement = select(JobRow).where(JobRow.run_id == run_id)
+        if status:
+            statement = statement.where(JobRow.status == status)
+        async with self._db.read() as session:
+            return list(await session.scalars(statement.order_by(JobRow.index).limit(limit)))
 
     async def complete_finished(self, run_ids: list[str] | None = None) -> list[str]:
         """Mark running/paused runs whose every planned job is final as completed."""
@@ -183,7 +297,35 @@ class RunStore:
                     .order_by(ResultRow.duration_ms)
                 )
             )
+            by_cell: dict[str, dict[str, int]] = {}
+            for cell, outcome, count in await session.execute(
+                select(ResultRow.cell_key, ResultRow.outcome, func.count())
+                .where(ResultRow.run_id == run_id)
+                .group_by(ResultRow.cell_key, ResultRow.outcome)
+            ):
+                by_cell.setdefault(cell, {})[outcome] = count
+            cell_durations: dict[str, list[float]] = {cell: [] for cell in by_cell}
+            if len(by_cell) > 1:
+                for cell, value in await session.execute(
+                    select(ResultRow.cell_key, ResultRow.duration_ms)
+                    .where(ResultRow.run_id == run_id)
+                    .order_by(ResultRow.duration_ms)
+                ):
+                    cell_durations[cell].append(value)
+            else:
+                cell_durations = {cell: durations for cell in by_cell}
         total = sum(outcomes.values())
+        cells = [
+            CellStats(
+                cell=cell,
+                results=sum(counts.values()),
+                outcomes=counts,
+                success_rate=counts.get("ok", 0) / sum(counts.values()),
+                duration_p50_ms=percentile(cell_durations[cell], 0.50),
+                duration_p95_ms=percentile(cell_durations[cell], 0.95),
+            )
+            for cell, counts in sorted(by_cell.items())
+        ]
         return RunStats(
             run_id=run_id,
             results=total,
@@ -192,6 +334,7 @@ class RunStore:
             duration_p50_ms=percentile(durations, 0.50),
             duration_p95_ms=percentile(durations, 0.95),
             duration_max_ms=durations[-1] if durations else 0.0,
+            cells=cells,
         )
 
     async def results(self, run_id: str, *, after: int, limit: int) -> tuple[list[ResultRow], int]:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from nats.aio.client import Client as NatsClient
@@ -17,15 +17,16 @@ from services.common.contracts import node_info_from_pb, node_load_from_pb, resu
 from services.common.errors import InvalidArgument
 from services.common.grpc_server import ServiceServer, write_ready_file
 from services.common.lifecycle import shutdown_event
+from services.common.spec import validate_spec
 from services.scheduler import _convert as convert
 from services.scheduler._credit import CreditLedger
 from services.scheduler._db import Database
 from services.scheduler._dispatcher import Dispatcher
+from services.scheduler._hosts import HostLimiter
 from services.scheduler._ingestor import ResultIngestor
 from services.scheduler._progress import RunProgressHub
 from services.scheduler._registry import NodeRegistry
-from services.scheduler._runs import RunStore
-from services.common.spec import validate_spec
+from services.scheduler._runs import Run, RunStore
 from smartfleet.v1 import node_pb2, node_pb2_grpc, results_pb2, runs_pb2, scheduler_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -63,9 +64,67 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: runs_pb2.StartRunRequest, context: grpc.aio.ServicerContext
     ) -> runs_pb2.Run:
         run = await self._s.runs.start(_require_id(request.run_id, "run_id"))
+        if request.now:
+            run = await self._s.runs.expedite(run.id)
+        return self._s.changed(run)
+
+    async def PauseRun(
+        self, request: runs_pb2.RunRef, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        return self._s.changed(await self._s.runs.pause(_require_id(request.run_id, "run_id")))
+
+    async def ResumeRun(
+        self, request: runs_pb2.RunRef, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        return self._s.changed(await self._s.runs.resume(_require_id(request.run_id, "run_id")))
+
+    async def ExpediteRun(
+        self, request: runs_pb2.RunRef, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        return self._s.changed(await self._s.runs.expedite(_require_id(request.run_id, "run_id")))
+
+    async def CancelRun(
+        self, request: runs_pb2.RunRef, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        cancelled = await self._s.runs.cancel(_require_id(request.run_id, "run_id"))
+        for pool, count in cancelled.withdrawn.items():
+            self._s.ledger.returned(pool, count, run_id=cancelled.run.id)
+        self._s.hosts.forget_run(cancelled.run.id)
+        # Nodes abort its sessions and drop its envelopes when they next heartbeat.
+        self._s.registry.cancel_run(cancelled.run.id)
+        logger.info("run %s cancelled", cancelled.run.id)
+        return self._s.changed(cancelled.run)
+
+    async def ListJobs(
+        self, request: runs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.ListJobsResponse:
+        if request.limit < 0 or request.limit > MAX_PAGE:
+            raise InvalidArgument("limit", f"must be between 0 and {MAX_PAGE}")
+        statuses = ("", "dispatched", "retry_wait", "succeeded", "failed", "dead", "cancelled")
+        if request.status not in statuses:
+            raise InvalidArgument("status", f"must be one of {', '.join(s for s in statuses if s)}")
+        rows = await self._s.runs.jobs(
+            _require_id(request.run_id, "run_id"),
+            status=request.status,
+            limit=request.limit or DEFAULT_PAGE,
+        )
+        return runs_pb2.ListJobsResponse(jobs=[convert.job_to_pb(row) for row in rows])
+
+    async def ListHosts(
+        self, request: runs_pb2.ListHostsRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.ListHostsResponse:
+        states = self._s.hosts.states(datetime.now(UTC))
+        return runs_pb2.ListHostsResponse(hosts=[convert.host_to_pb(state) for state in states])
+
+    async def ResetHostBackoff(
+        self, request: runs_pb2.ResetHostBackoffRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.HostBackoff:
+        host = request.host.strip().lower()
+        if not host or len(host) > 253:
+            raise InvalidArgument("host", "is required (a host name or address)")
+        state = self._s.hosts.reset(host)
         self._s.dispatcher.wake()
-        self._s.hub.changed([run.id])
-        return convert.run_to_pb(run)
+        return convert.host_to_pb(state)
 
     async def GetRun(
         self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext
@@ -129,8 +188,11 @@ class NodeLinkServicer(node_pb2_grpc.NodeLinkServicer):
         for engine in info.engines:
             if engine not in ("chromium", "firefox", "webkit", "noop"):
                 raise InvalidArgument("info.engines", f"unknown engine {engine!r}")
-            # The pool's consumer must exist before the node binds to it.
-            await self._s.job_bus.ensure_pool(engine)
+        if len(info.labels) > 4:
+            raise InvalidArgument("info.labels", "at most 4 placement labels")
+        # Every pool the node may bind must have its consumer before the node binds.
+        for pool in bus.node_pools(info.engines, info.labels):
+            await self._s.job_bus.ensure_pool(pool)
         await self._s.registry.register(info)
         return node_pb2.RegisterNodeResponse(
             heartbeat_interval_s=self._s.settings.heartbeat_interval.total_seconds()
@@ -148,7 +210,10 @@ class NodeLinkServicer(node_pb2_grpc.NodeLinkServicer):
             state=state,
             slots=max(0, request.slots),
         )
-        return node_pb2.HeartbeatResponse(known=known)
+        commands = [
+            node_pb2.NodeCommand(cancel_run=run_id) for run_id in self._s.registry.cancelled_runs()
+        ]
+        return node_pb2.HeartbeatResponse(known=known, commands=commands)
 
     async def ReportResults(
         self, request: node_pb2.ReportResultsRequest, context: grpc.aio.ServicerContext
@@ -191,7 +256,14 @@ class SchedulerService:
         self.ledger = CreditLedger()
         self.hub = RunProgressHub(self.runs)
         self.registry = NodeRegistry(self.db, lost_after=settings.node_lost_after)
-        self.ingestor = ResultIngestor(db=self.db, ledger=self.ledger, on_change=self._on_results)
+        self.hosts = HostLimiter()
+        self.ingestor = ResultIngestor(
+            db=self.db,
+            runs=self.runs,
+            ledger=self.ledger,
+            hosts=self.hosts,
+            on_change=self._on_results,
+        )
         self._nats: NatsClient | None = None
         self._server: ServiceServer | None = None
         self._maintenance: asyncio.Task[None] | None = None
@@ -200,6 +272,12 @@ class SchedulerService:
     def _on_results(self, run_ids: set[str]) -> None:
         self.hub.changed(run_ids)
         self.dispatcher.wake()
+
+    def changed(self, run: Run) -> runs_pb2.Run:
+        """After a lifecycle call: wake the dispatcher, tell watchers, answer with the run."""
+        self.dispatcher.wake()
+        self.hub.changed([run.id])
+        return convert.run_to_pb(run)
 
     async def start(self) -> str:
         await self.db.create_schema()
@@ -215,6 +293,7 @@ class SchedulerService:
             ledger=self.ledger,
             js=js,
             hub=self.hub,
+            hosts=self.hosts,
             allowed_hosts=self.settings.allowed_host_list,
             interval=self.settings.dispatch_interval,
             recovery_grace=self.settings.recovery_grace,

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import nats
 import pytest
+from google.protobuf import duration_pb2
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 
 from services.common import bus
@@ -60,6 +62,7 @@ async def scheduler(
         ack_wait=timedelta(seconds=5),
         heartbeat_interval=timedelta(milliseconds=200),
         node_lost_after=timedelta(seconds=1),
+        recovery_grace=timedelta(seconds=1),
     )
     service = SchedulerService(settings)
     await service.start()
@@ -77,6 +80,13 @@ async def channel(scheduler: SchedulerService) -> AsyncIterator[grpc.aio.Channel
 
 def spec(sessions: int, **extra: object) -> runs_pb2.RunSpec:
     return runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=sessions, **extra)  # type: ignore[arg-type]
+
+
+async def acked(fetching: Awaitable[list[Msg]]) -> list[Msg]:
+    messages = await fetching
+    for message in messages:
+        await message.ack()
+    return messages
 
 
 def ok_result(envelope_data: bytes, *, node_id: str = "peer") -> SessionResult:
@@ -289,33 +299,54 @@ async def test_watch_run_streams_to_completion(
 async def test_overdue_job_is_recovered_as_next_attempt(
     scheduler: SchedulerService, channel: grpc.aio.Channel, nats_server: EmbeddedNatsServer
 ) -> None:
-    """A job never reported by its deadline is re-published as attempt 2; in-progress reports delay that."""
+    """A job not reported by its deadline comes back as attempt 2 (then dead); in-progress reports hold it."""
     api = scheduler_pb2_grpc.SchedulerStub(channel)
     link = node_pb2_grpc.NodeLinkStub(channel)
     await register(link, slots=2)
-    run = await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec(2), start=True), timeout=5)
+    limits = runs_pb2.Limits(session_timeout=duration_pb2.Duration(seconds=1))
+    retry = runs_pb2.RetryPolicy(max_attempts=2)
+    run = await api.CreateRun(
+        runs_pb2.CreateRunRequest(spec=spec(2, limits=limits, retry=retry), start=True), timeout=5
+    )
+    holding = True
+
+    async def keep_alive(job_id: str) -> None:
+        # A node working on a long session: heartbeats plus in-progress reports.
+        while True:
+            if holding:
+                await link.ReportInProgress(
+                    node_pb2.ReportInProgressRequest(node_id="peer", job_ids=[job_id]), timeout=5
+                )
+            await link.Heartbeat(
+                node_pb2.HeartbeatRequest(node_id="peer", state=node_pb2.NODE_STATE_READY, slots=2),
+                timeout=5,
+            )
+            await asyncio.sleep(0.2)
+
     nc = await nats.connect(nats_server.url)
     try:
         psub = await nc.jetstream().pull_subscribe_bind(
             bus.pool_consumer("chromium"), stream=bus.STREAM
         )
-        first = [envelope_from_bytes(m.data) for m in await psub.fetch(batch=2, timeout=5)]
-        assert sorted(e.attempt for e in first) == [1, 1]
-        kept, lost = first
-        await link.ReportInProgress(
-            node_pb2.ReportInProgressRequest(node_id="peer", job_ids=[kept.job_id]), timeout=5
-        )
-        # The kept job reports in progress just as the original deadline passes.
-        assert await scheduler.dispatcher.extend_deadlines([kept.job_id], now=lost.deadline) == 1
-        far_future = datetime.now(UTC) + timedelta(minutes=5)
-        assert (
-            await scheduler.dispatcher.recover_overdue(now=lost.deadline + timedelta(seconds=1))
-            == 1
-        )
-        retry = [envelope_from_bytes(m.data) for m in await psub.fetch(batch=2, timeout=5)]
-        assert [(e.job_id, e.attempt) for e in retry] == [(lost.job_id, 2)]
-        assert await scheduler.dispatcher.recover_overdue(now=far_future) == 2
+        messages = await psub.fetch(batch=2, timeout=5)
+        for message in messages:
+            await message.ack()
+        kept, lost = sorted((envelope_from_bytes(m.data) for m in messages), key=lambda e: e.index)
+        alive = asyncio.create_task(keep_alive(kept.job_id))
+        retried = [envelope_from_bytes(m.data) for m in await acked(psub.fetch(batch=2, timeout=8))]
+        assert [(e.job_id, e.attempt) for e in retried] == [(lost.job_id, 2)]
+        holding = False
+        assert not alive.done(), alive.exception()
+        again = [envelope_from_bytes(m.data) for m in await acked(psub.fetch(batch=2, timeout=8))]
+        assert [(e.job_id, e.attempt) for e in again] == [(kept.job_id, 2)]
     finally:
+        alive.cancel()
         await nc.close()
-    current = await api.GetRun(runs_pb2.GetRunRequest(run_id=run.id), timeout=5)
-    assert current.counters.in_flight == 2
+    for _ in range(100):
+        current = await api.GetRun(runs_pb2.GetRunRequest(run_id=run.id), timeout=5)
+        if current.counters.dead == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert (current.counters.dead, current.counters.failed) == (1, 1)
+    dead = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run.id, status="dead"), timeout=5)
+    assert [(job.id, job.attempt, job.outcome) for job in dead.jobs] == [(lost.job_id, 2, "lost")]

@@ -37,8 +37,22 @@ def test_outstanding_never_below_zero() -> None:
 def test_reset_restores_outstanding_after_restart() -> None:
     """After a scheduler restart the ledger starts from the jobs still dispatched."""
     ledger = CreditLedger()
-    ledger.reset({"chromium": 7})
+    ledger.reset([("run-a", "chromium", 4), ("run-b", "chromium", 3)])
     assert ledger.credit("chromium", 10) == 3
+    assert ledger.run_outstanding("run-a", "chromium") == 4
+
+
+def test_per_run_outstanding_follows_took_and_returned() -> None:
+    """Each run's outstanding per pool is tracked, and a run cannot return another's credit."""
+    ledger = CreditLedger()
+    ledger.took("chromium", 3, run_id="a")
+    ledger.took("chromium", 2, run_id="b")
+    ledger.returned("chromium", 5, run_id="a")
+    assert (ledger.run_outstanding("a", "chromium"), ledger.run_outstanding("b", "chromium")) == (
+        0,
+        2,
+    )
+    assert ledger.outstanding("chromium") == 2
 
 
 def test_negative_counts_are_refused() -> None:

@@ -1,0 +1,332 @@
+"""Retries, dead jobs, pause/resume, cancel, per-host limits and fair share, on a real scheduler.
+
+A test node peer pulls envelopes from a real nats-server and reports chosen outcomes over the
+real NodeLink API, so the scheduler's decisions are observed exactly as nodes see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import grpc
+import nats
+import pytest
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.client import JetStreamContext
+
+from services.common import bus
+from services.common.contracts import envelope_from_bytes, result_to_pb
+from services.common.types import ErrorClass, JobEnvelope, Outcome, SessionResult
+from services.scheduler import SchedulerService
+from smartfleet.v1 import node_pb2, node_pb2_grpc, runs_pb2, scheduler_pb2_grpc
+from tests.integration.test_scheduler import (
+    channel,
+    database_url,
+    register,
+    scheduler,
+    wait_for_status,
+)
+
+__all__ = ["channel", "database_url", "scheduler"]  # fixtures used here
+pytestmark = pytest.mark.timeout(60)
+
+
+class Peer:
+    """Pulls envelopes of the chromium pool and reports results as a node would."""
+
+    def __init__(self, js: JetStreamContext, link: node_pb2_grpc.NodeLinkStub) -> None:
+        self._js = js
+        self._link = link
+        self._sub: object | None = None
+        self.arrivals: list[tuple[float, JobEnvelope]] = []
+
+    async def fetch(self, batch: int = 10, timeout: float = 3.0) -> list[JobEnvelope]:
+        if self._sub is None:
+            self._sub = await self._js.pull_subscribe_bind(
+                bus.pool_consumer("chromium"), stream=bus.STREAM
+            )
+        try:
+            messages = await self._sub.fetch(batch=batch, timeout=timeout)  # type: ignore[attr-defined]
+        except (NatsTimeout, TimeoutError):
+            # nats-py raises either; a timed-out pull may also hold the next message until ack_wait.
+            return []
+        envelopes = []
+        for message in messages:
+            envelope = envelope_from_bytes(message.data)
+            self.arrivals.append((time.monotonic(), envelope))
+            envelopes.append(envelope)
+            await message.ack()
+        return envelopes
+
+    async def collect(self, count: int, timeout: float = 5.0) -> list[JobEnvelope]:
+        """Fetch until `count` envelopes arrived (a fetch may return part of a batch)."""
+        got: list[JobEnvelope] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count and time.monotonic() < deadline:
+            got += await self.fetch(batch=count - len(got), timeout=max(0.1, deadline - time.monotonic()))
+        return got
+
+    async def report(
+        self,
+        envelopes: list[JobEnvelope],
+        outcome: Outcome = Outcome.OK,
+        error_class: ErrorClass = ErrorClass.NONE,
+        status: int = 200,
+    ) -> node_pb2.ReportResultsResponse:
+        now = datetime.now(UTC)
+        results = [
+            result_to_pb(
+                SessionResult(
+                    job_id=e.job_id,
+                    attempt=e.attempt,
+                    run_id=e.run_id,
+                    index=e.index,
+                    outcome=outcome,
+                    error_class=error_class,
+                    started_at=now,
+                    finished_at=now,
+                    duration_ms=1.0,
+                    node_id="peer",
+                    engine="chromium",
+                    http_status=status,
+                    target_url=e.target_url,
+                    cell=e.cell,
+                )
+            )
+            for e in envelopes
+        ]
+        return await self._link.ReportResults(
+            node_pb2.ReportResultsRequest(node_id="peer", results=results), timeout=5
+        )
+
+
+@pytest.fixture
+async def peer(channel: grpc.aio.Channel, scheduler: SchedulerService) -> AsyncIterator[Peer]:
+    link = node_pb2_grpc.NodeLinkStub(channel)
+
+    async def heartbeat() -> None:
+        # Keeps the peer's registration alive (the fixture's scheduler loses nodes after 1 s).
+        while True:
+            await asyncio.sleep(0.2)
+            slots = max((n.slots for n in scheduler.registry.nodes()), default=0)
+            await link.Heartbeat(
+                node_pb2.HeartbeatRequest(
+                    node_id="peer", state=node_pb2.NODE_STATE_READY, slots=slots
+                ),
+                timeout=5,
+            )
+
+    nc = await nats.connect(scheduler.settings.nats_url)
+    beating = asyncio.create_task(heartbeat())
+    try:
+        yield Peer(nc.jetstream(), link)
+    finally:
+        beating.cancel()
+        await nc.close()
+
+
+def api_of(channel: grpc.aio.Channel) -> scheduler_pb2_grpc.SchedulerStub:
+    return scheduler_pb2_grpc.SchedulerStub(channel)
+
+
+async def create(
+    api: scheduler_pb2_grpc.SchedulerStub, spec: dict[str, object], *, start: bool = True
+) -> runs_pb2.Run:
+    from google.protobuf import json_format
+
+    message = json_format.ParseDict(
+        {"targets": ["http://127.0.0.1:9/"], **spec}, runs_pb2.RunSpec()
+    )
+    return await api.CreateRun(runs_pb2.CreateRunRequest(spec=message, start=start), timeout=5)
+
+
+async def get(api: scheduler_pb2_grpc.SchedulerStub, run_id: str) -> runs_pb2.Run:
+    return await api.GetRun(runs_pb2.GetRunRequest(run_id=run_id), timeout=5)
+
+
+async def test_transient_failures_back_off_then_die(channel: grpc.aio.Channel, peer: Peer) -> None:
+    """A job failing transiently is retried after each backoff, then ends dead and listed as such."""
+    api = api_of(channel)
+    await register(node_pb2_grpc.NodeLinkStub(channel), slots=2)
+    run = await create(
+        api, {"sessions": 1, "retry": {"max_attempts": 3, "backoff": ["0.3s", "0.6s"]}}
+    )
+    reported_at = []
+    for attempt in (1, 2, 3):
+        envelopes = await peer.fetch(timeout=5)
+        assert [(e.index, e.attempt) for e in envelopes] == [(0, attempt)]
+        if attempt > 1:
+            assert peer.arrivals[-1][0] - reported_at[-1] >= (0.3 if attempt == 2 else 0.6) - 0.05
+        if attempt < 3:
+            current = await get(api, run.id)
+            assert current.counters.in_flight == 1
+        # A browser crash is transient but not the host's fault, so no host backoff interferes.
+        await peer.report(envelopes, Outcome.BROWSER_CRASH, ErrorClass.TRANSIENT, status=0)
+        reported_at.append(time.monotonic())
+        if attempt < 3:
+            waiting = await get(api, run.id)
+            assert (waiting.counters.retrying, waiting.counters.in_flight) == (1, 0)
+    final = await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
+    assert (final.counters.failed, final.counters.dead, final.counters.succeeded) == (1, 1, 0)
+    dead = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run.id, status="dead"), timeout=5)
+    assert [(job.index, job.attempt, job.outcome) for job in dead.jobs] == [(0, 3, "browser_crash")]
+
+
+async def test_permanent_failure_is_not_retried(channel: grpc.aio.Channel, peer: Peer) -> None:
+    """A 404 (permanent) fails the job at once, with no second attempt."""
+    api = api_of(channel)
+    await register(node_pb2_grpc.NodeLinkStub(channel), slots=2)
+    run = await create(api, {"sessions": 1, "retry": {"backoff": ["0s"]}})
+    await peer.report(
+        await peer.fetch(timeout=5), Outcome.HTTP_ERROR, ErrorClass.PERMANENT, status=404
+    )
+    final = await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
+    assert (final.counters.failed, final.counters.dead, final.counters.dispatched) == (1, 0, 1)
+    assert await peer.fetch(timeout=0.5) == []
+
+
+async def test_pause_stops_dispatch_and_resume_continues(
+    channel: grpc.aio.Channel, peer: Peer
+) -> None:
+    """Paused: in-flight sessions finish and count, nothing new is sent; resumed: the rest runs."""
+    api = api_of(channel)
+    await register(node_pb2_grpc.NodeLinkStub(channel), slots=2)
+    run = await create(api, {"sessions": 5})
+    first = await peer.collect(2)
+    assert len(first) == 2
+    paused = await api.PauseRun(runs_pb2.RunRef(run_id=run.id), timeout=5)
+    assert paused.status == runs_pb2.RUN_STATUS_PAUSED
+    await peer.report(first)
+    assert await peer.fetch(timeout=1.0) == []
+    assert (await get(api, run.id)).counters.succeeded == 2
+    await api.ResumeRun(runs_pb2.RunRef(run_id=run.id), timeout=5)
+    done = 2
+    while done < 5:
+        envelopes = await peer.fetch(timeout=5)
+        await peer.report(envelopes)
+        done += len(envelopes)
+    final = await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
+    assert final.counters.succeeded == 5
+
+
+async def test_cancel_withdraws_work_and_keeps_results(
+    channel: grpc.aio.Channel, peer: Peer
+) -> None:
+    """Cancel ends the run at once with its results kept; nodes are told; late results change nothing."""
+    api = api_of(channel)
+    link = node_pb2_grpc.NodeLinkStub(channel)
+    await register(link, slots=3)
+    run = await create(api, {"sessions": 10})
+    envelopes = await peer.collect(3)
+    assert len(envelopes) == 3
+    await peer.report(envelopes[:2])
+    cancelled = await api.CancelRun(runs_pb2.RunRef(run_id=run.id), timeout=5)
+    assert cancelled.status == runs_pb2.RUN_STATUS_CANCELLED
+    assert (
+        cancelled.counters.succeeded,
+        cancelled.counters.cancelled,
+        cancelled.counters.in_flight,
+    ) == (2, 8, 0)
+    beat = await link.Heartbeat(
+        node_pb2.HeartbeatRequest(node_id="peer", state=node_pb2.NODE_STATE_READY, slots=3),
+        timeout=5,
+    )
+    assert run.id in [command.cancel_run for command in beat.commands]
+    # Envelopes sent before the cancel may still arrive (a node drops them); reporting them,
+    # like the in-flight session's late result, is stored but changes no counter.
+    stragglers = envelopes[2:] + await peer.fetch(timeout=0.5)
+    late = await peer.report(stragglers)
+    assert all(s.new for s in late.stored)
+    after = await get(api, run.id)
+    assert (after.status, after.counters.succeeded, after.counters.cancelled) == (
+        runs_pb2.RUN_STATUS_CANCELLED,
+        2,
+        8,
+    )
+    assert await peer.fetch(timeout=0.5) == []
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await api.CancelRun(runs_pb2.RunRef(run_id=run.id), timeout=5)
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_per_host_rate_limit_holds_under_a_fast_run(
+    channel: grpc.aio.Channel, peer: Peer
+) -> None:
+    """At 10 starts/s per host with burst 2, 12 fast sessions on 20 slots never start faster."""
+    api = api_of(channel)
+    await register(node_pb2_grpc.NodeLinkStub(channel), slots=20)
+    run = await create(api, {"sessions": 12, "limits": {"per_host_rate": 10, "per_host_burst": 2}})
+    done = 0
+    while done < 12:
+        envelopes = await peer.fetch(batch=20, timeout=5)
+        await peer.report(envelopes)
+        done += len(envelopes)
+    times = sorted(t for t, _ in peer.arrivals)
+    # Token bucket: by the i-th start, at most burst + rate·elapsed tokens were available.
+    for position, arrived in enumerate(times):
+        assert position + 1 <= 2 + 10 * (arrived - times[0]) + 1, f"start {position} came too early"
+    assert times[-1] - times[0] >= 0.9
+    await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
+
+
+async def test_host_backoff_after_errors_and_operator_reset(
+    channel: grpc.aio.Channel, peer: Peer
+) -> None:
+    """A navigation error backs the host off; ListHosts shows it; ResetHostBackoff ends it."""
+    api = api_of(channel)
+    await register(node_pb2_grpc.NodeLinkStub(channel), slots=1)
+    run = await create(api, {"sessions": 2, "retry": {"max_attempts": 1}})
+    await peer.report(
+        await peer.fetch(timeout=5), Outcome.NAVIGATION_ERROR, ErrorClass.TRANSIENT, status=0
+    )
+    hosts = await api.ListHosts(runs_pb2.ListHostsRequest(), timeout=5)
+    assert [(h.host, h.consecutive_errors) for h in hosts.hosts] == [("127.0.0.1", 1)]
+    assert await peer.fetch(timeout=1.0) == []  # the host rests 5 s before the second session
+    reset = await api.ResetHostBackoff(
+        runs_pb2.ResetHostBackoffRequest(host="127.0.0.1"), timeout=5
+    )
+    assert reset.consecutive_errors == 0
+    second = await peer.fetch(timeout=3)
+    assert [e.index for e in second] == [1]
+    await peer.report(second)
+    await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
+
+
+async def test_priority_splits_capacity(channel: grpc.aio.Channel, peer: Peer) -> None:
+    """With 8 slots, a priority-2 run gets 6 and a priority-0 run 2 when both start together."""
+    api = api_of(channel)
+    low = await create(api, {"sessions": 50, "priority": 0})
+    high = await create(api, {"sessions": 50, "priority": 2})
+    await register(node_pb2_grpc.NodeLinkStub(channel), slots=8)
+    envelopes = await peer.fetch(batch=20, timeout=5)
+    await asyncio.sleep(0.3)
+    envelopes += await peer.fetch(batch=20, timeout=0.5)
+    by_run = {low.id: 0, high.id: 0}
+    for envelope in envelopes:
+        by_run[envelope.run_id] += 1
+    assert by_run == {low.id: 2, high.id: 6}
+
+
+async def test_expedite_starts_a_paced_run_now(channel: grpc.aio.Channel, peer: Peer) -> None:
+    """A run paced over an hour sends its first session only; expedite sends the rest at once."""
+    api = api_of(channel)
+    await register(node_pb2_grpc.NodeLinkStub(channel), slots=10)
+    run = await create(
+        api,
+        {"sessions": 4, "seed": 1, "pacing": {"mode": "window", "window": "3600s", "jitter": 0}},
+    )
+    first = await peer.fetch(timeout=5)
+    assert [e.index for e in first] == [0]
+    assert await peer.fetch(timeout=0.5) == []
+    await api.ExpediteRun(runs_pb2.RunRef(run_id=run.id), timeout=5)
+    rest: list[JobEnvelope] = []
+    for _ in range(5):
+        rest += await peer.fetch(timeout=3)
+        if len(rest) >= 3:
+            break
+    assert sorted(e.index for e in rest) == [1, 2, 3]
+    current = await get(api, run.id)
+    assert current.counters.dispatched == 4
