@@ -10,7 +10,7 @@ import grpc
 
 from cli._config import Connection
 from cli._errors import CliError
-from smartfleet.v1 import fleet_pb2_grpc, node_pb2, runs_pb2
+from smartfleet.v1 import fleet_pb2_grpc, node_pb2, results_pb2, runs_pb2
 
 ResponseT = TypeVar("ResponseT")
 
@@ -63,6 +63,39 @@ class FleetClient:
 
     def get_run_stats(self, run_id: str) -> runs_pb2.RunStats:
         return self._unary(self._stub.GetRunStats, runs_pb2.GetRunStatsRequest(run_id=run_id))
+
+    def pause_run(self, run_id: str) -> runs_pb2.Run:
+        return self._unary(self._stub.PauseRun, runs_pb2.RunRef(run_id=run_id))
+
+    def resume_run(self, run_id: str) -> runs_pb2.Run:
+        return self._unary(self._stub.ResumeRun, runs_pb2.RunRef(run_id=run_id))
+
+    def cancel_run(self, run_id: str) -> runs_pb2.Run:
+        return self._unary(self._stub.CancelRun, runs_pb2.RunRef(run_id=run_id))
+
+    def expedite_run(self, run_id: str) -> runs_pb2.Run:
+        return self._unary(self._stub.ExpediteRun, runs_pb2.RunRef(run_id=run_id))
+
+    def list_jobs(self, run_id: str, *, status: str = "", limit: int = 100) -> list[runs_pb2.Job]:
+        request = runs_pb2.ListJobsRequest(run_id=run_id, status=status, limit=limit)
+        return list(self._unary(self._stub.ListJobs, request).jobs)
+
+    def iter_results(self, run_id: str, *, page: int = 1000) -> Iterator[results_pb2.SessionResult]:
+        """Every stored result of a run, oldest first, a page per call."""
+        after = 0
+        while True:
+            request = results_pb2.ListResultsRequest(run_id=run_id, limit=page, after=after)
+            response = self._unary(self._stub.ListResults, request)
+            yield from response.results
+            if not response.next_after:
+                return
+            after = response.next_after
+
+    def list_hosts(self) -> list[runs_pb2.HostBackoff]:
+        return list(self._unary(self._stub.ListHosts, runs_pb2.ListHostsRequest()).hosts)
+
+    def reset_host_backoff(self, host: str) -> runs_pb2.HostBackoff:
+        return self._unary(self._stub.ResetHostBackoff, runs_pb2.ResetHostBackoffRequest(host=host))
 
     def list_nodes(self) -> list[node_pb2.Node]:
         response = self._unary(self._stub.ListNodes, node_pb2.ListNodesRequest())

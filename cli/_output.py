@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
 
-from smartfleet.v1 import node_pb2, runs_pb2
+from smartfleet.v1 import node_pb2, results_pb2, runs_pb2
 
 console = Console(highlight=False)
 
@@ -227,3 +227,100 @@ def nodes_table(nodes: Sequence[node_pb2.Node], *, now: datetime | None = None) 
             age_text(node.last_heartbeat, now=now),
         )
     return table
+
+
+def cells_table(stats: runs_pb2.RunStats) -> Table:
+    """Run statistics broken down by matrix cell."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column, justify in (
+        ("CELL", "left"),
+        ("RESULTS", "right"),
+        ("OK", "right"),
+        ("P50", "right"),
+        ("P95", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for cell in stats.cells:
+        table.add_row(
+            cell.cell or "default",
+            str(cell.results),
+            f"{100 * cell.success_rate:.1f}%",
+            ms_text(cell.duration_p50_ms),
+            ms_text(cell.duration_p95_ms),
+        )
+    return table
+
+
+def jobs_table(jobs: Sequence[runs_pb2.Job]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("JOB", "STATUS", "ATTEMPT", "OUTCOME", "CELL", "RETRY AT", "ERROR"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(
+            job.id,
+            styled(job.status),
+            str(job.attempt),
+            job.outcome or "-",
+            job.cell.key or "-",
+            short_time_text(job.retry_at) if job.HasField("retry_at") else "-",
+            (job.error or "")[:80],
+        )
+    return table
+
+
+def hosts_table(hosts: Sequence[runs_pb2.HostBackoff], *, now: datetime | None = None) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("HOST", "ERRORS IN A ROW", "BACKING OFF UNTIL"):
+        table.add_column(column)
+    for host in hosts:
+        table.add_row(
+            host.host,
+            str(host.consecutive_errors),
+            short_time_text(host.until) if host.HasField("until") else "-",
+        )
+    return table
+
+
+RESULT_COLUMNS = (
+    "job_id",
+    "attempt",
+    "index",
+    "outcome",
+    "error_class",
+    "http_status",
+    "duration_ms",
+    "target_url",
+    "final_url",
+    "cell",
+    "account",
+    "node_id",
+    "error",
+    "extracted",
+)
+
+
+def result_row(result: Any) -> dict[str, Any]:
+    """A flat row of a session result for CSV and tables (JSONL keeps the whole message)."""
+    data = message_dict(result)
+    return {
+        "job_id": result.job_id,
+        "attempt": result.attempt,
+        "index": result.index,
+        "outcome": outcome_name(results_outcome_name(result.outcome)),
+        "error_class": data.get("error_class", "").removeprefix("ERROR_CLASS_").lower(),
+        "http_status": result.http_status,
+        "duration_ms": round(result.duration_ms, 1),
+        "target_url": result.target_url,
+        "final_url": result.final_url,
+        "cell": result.cell.key,
+        "account": result.account,
+        "node_id": result.node_id,
+        "error": result.error,
+        "extracted": json.dumps(data.get("extracted") or {}, sort_keys=True)
+        if result.HasField("extracted")
+        else "",
+    }
+
+
+def results_outcome_name(value: results_pb2.Outcome.ValueType) -> str:
+    return results_pb2.Outcome.Name(value)

@@ -9,6 +9,7 @@ from cli._client import FleetClient, is_completed, is_draft
 from cli._errors import EXIT_ERROR, EXIT_FAILURES, err_console
 from cli._output import (
     OutputFormat,
+    cells_table,
     console,
     message_dict,
     print_json,
@@ -73,6 +74,13 @@ def watch_run(client: FleetClient, run_id: str, *, output: OutputFormat) -> int:
     console.print()
     console.print(stats_table(stats))
     console.print(stats_summary(stats))
+    if len(stats.cells) > 1:
+        console.print()
+        console.print(cells_table(stats))
+    if counters.dead:
+        console.print(
+            f"[red]{counters.dead} dead jobs[/]: smartctl run jobs {escape(last.id)} --status dead"
+        )
     status = run_status(last)
     final = counters.succeeded + counters.failed
     if code == 0:
