@@ -7,9 +7,11 @@ here and strings ("500ms", "5s", "2m") at the edges.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -64,6 +66,14 @@ NonEmpty = Annotated[str, Field(min_length=1, max_length=2000)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class _NestedFieldError(ValueError):
+    """A check on the whole spec that is about one nested field: parse_spec reports it there."""
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 def _check_timezone(value: str) -> str:
@@ -313,6 +323,13 @@ class Phase(_Model):
             raise ValueError("duration must be positive")
         return self
 
+    @property
+    def arrivals(self) -> Fraction:
+        """Sessions the phase places: its rate integrated over its duration, exactly."""
+        seconds = Fraction(self.duration // timedelta(microseconds=1), 1_000_000)
+        end = self.arrival_rate if self.ramp_to is None else self.ramp_to
+        return seconds * (Fraction(self.arrival_rate) + Fraction(end)) / 2
+
 
 class Diurnal(_Model):
     timezone: str = "UTC"
@@ -437,6 +454,18 @@ class RunSpec(_Model):
                 raise ValueError(f"[{index}] is longer than 2048 characters")
         return targets
 
+    @model_validator(mode="after")
+    def _phases_place_every_session(self) -> RunSpec:
+        if self.pacing.mode == "phases":
+            # Job i is due where the cumulative arrivals reach i: i < total is inside the phases.
+            placed = math.ceil(sum((phase.arrivals for phase in self.pacing.phases), Fraction(0)))
+            if placed < self.sessions:
+                raise _NestedFieldError(
+                    ("pacing", "phases"),
+                    f"the phases place only {placed} of {self.sessions} sessions",
+                )
+        return self
+
     @property
     def engines(self) -> tuple[str, ...]:
         return tuple(entry.engine for entry in self.matrix.engines) or (self.engine,)
@@ -468,6 +497,9 @@ def parse_spec(data: dict[str, Any]) -> RunSpec:
         first = error.errors()[0]
         message = str(first["msg"]).removeprefix("Value error, ")
         loc = tuple(first["loc"])
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, _NestedFieldError):
+            loc = (*loc, *cause.loc)
         if message.startswith("[") and "] " in message:
             # Validators over lists put the element index first; fold it into the path.
             position, _, message = message[1:].partition("] ")
