@@ -66,7 +66,9 @@ class Peer:
         got: list[JobEnvelope] = []
         deadline = time.monotonic() + timeout
         while len(got) < count and time.monotonic() < deadline:
-            got += await self.fetch(batch=count - len(got), timeout=max(0.1, deadline - time.monotonic()))
+            got += await self.fetch(
+                batch=count - len(got), timeout=max(0.1, deadline - time.monotonic())
+            )
         return got
 
     async def report(
@@ -330,3 +332,27 @@ async def test_expedite_starts_a_paced_run_now(channel: grpc.aio.Channel, peer: 
     assert sorted(e.index for e in rest) == [1, 2, 3]
     current = await get(api, run.id)
     assert current.counters.dispatched == 4
+
+
+async def test_matrix_cells_reach_envelopes_and_stats(
+    channel: grpc.aio.Channel, peer: Peer
+) -> None:
+    """10 sessions at 70/30 over two devices: 7 and 3 envelopes carry their cell; stats split by cell."""
+    api = api_of(channel)
+    await register(node_pb2_grpc.NodeLinkStub(channel), slots=10)
+    matrix = {
+        "devices": [{"name": "Desktop Chrome", "weight": 7}, {"name": "Pixel 7", "weight": 3}]
+    }
+    run = await create(api, {"sessions": 10, "matrix": matrix})
+    envelopes = await peer.collect(10)
+    await peer.report(envelopes)
+    devices = sorted(e.cell.device for e in envelopes)
+    assert devices == ["Desktop Chrome"] * 7 + ["Pixel 7"] * 3
+    # Interleaved: the first half of the run already holds both devices.
+    assert {e.cell.device for e in envelopes if e.index < 5} == {"Desktop Chrome", "Pixel 7"}
+    await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
+    stats = await api.GetRunStats(runs_pb2.GetRunStatsRequest(run_id=run.id), timeout=5)
+    assert sorted((c.results, c.cell.split(" / ")[0]) for c in stats.cells) == [
+        (3, "Pixel 7"),
+        (7, "Desktop Chrome"),
+    ]
