@@ -356,3 +356,26 @@ async def test_matrix_cells_reach_envelopes_and_stats(
         (3, "Pixel 7"),
         (7, "Desktop Chrome"),
     ]
+
+
+async def test_million_session_run_is_created_without_jobs(
+    channel: grpc.aio.Channel, scheduler: SchedulerService
+) -> None:
+    """Creating a 1,000,000-session run stores one row: jobs appear only as they are dispatched."""
+    from sqlalchemy import func, select
+
+    from services.scheduler._models import JobRow
+
+    api = api_of(channel)
+    run = await create(
+        api,
+        {
+            "sessions": 1_000_000,
+            "matrix": {"devices": [{"name": "Pixel 7"}, {"name": "iPhone 13"}]},
+        },
+    )
+    assert run.counters.planned == 1_000_000
+    async with scheduler.db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(JobRow)) == 0
+    listed = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run.id), timeout=5)
+    assert list(listed.jobs) == []

@@ -10,9 +10,9 @@ from services.common.contracts import (
     result_from_pb,
     result_to_pb,
 )
+from services.common.spec import validate_spec
 from services.common.types import ErrorClass, JobEnvelope, NavigationTiming, Outcome, SessionResult
 from services.scheduler._convert import spec_data_from_pb, spec_to_pb
-from services.common.spec import validate_spec
 from smartfleet.v1 import results_pb2
 
 
