@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli import _hosts, _nodes, _runs, _serve
+from cli import _accounts, _hosts, _nodes, _runs, _schedules, _serve
 from cli._config import DEFAULT_DATA_DIR
 from cli._context import GlobalOptions
 from cli._up import up
@@ -27,6 +27,8 @@ app = typer.Typer(
 app.add_typer(_runs.app, name="run")
 app.add_typer(_nodes.app, name="nodes")
 app.add_typer(_hosts.app, name="hosts")
+app.add_typer(_accounts.app, name="accounts")
+app.add_typer(_schedules.app, name="schedules")
 app.add_typer(_serve.scheduler_app, name="scheduler")
 app.add_typer(_serve.node_app, name="node")
 app.add_typer(_serve.gateway_app, name="gateway")

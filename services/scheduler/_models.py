@@ -138,7 +138,10 @@ class AccountRow(Base):
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     labels: Mapped[dict[str, Any]]
+    # The proxy as the API shows it: a password is masked ("http://user:***@host:3128").
     proxy: Mapped[str] = mapped_column(String(2048), default="")
+    # A proxy URL with a password, whole, as a Fernet token (what nodes get); else None.
+    proxy_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
     sessions_per_hour: Mapped[int] = mapped_column(Integer, default=0)
     cooldown_s: Mapped[float] = mapped_column(Float)
     # "active" or "disabled"; "cooling" is derived from cooldown_until.

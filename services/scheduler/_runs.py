@@ -160,7 +160,7 @@ class RunStore:
         self, run_id: str, allowed: tuple[RunStatus, ...], verb: str, **values: object
     ) -> Run:
         async with self._db.write() as session:
-            row = await session.get(RunRow, run_id)
+            row = await session.get(RunRow, run_id, with_for_update=True)
             if row is None:
                 raise NotFound("run", run_id)
             if row.status not in allowed:
@@ -193,7 +193,8 @@ class RunStore:
         """Final at once: queued and in-flight jobs are withdrawn, results so far are kept."""
         now = datetime.now(UTC)
         async with self._db.write() as session:
-            row = await session.get(RunRow, run_id)
+            # Lock the run first: a dispatch claim in flight commits its new jobs before we look.
+            row = await session.get(RunRow, run_id, with_for_update=True)
             if row is None:
                 raise NotFound("run", run_id)
             if RunStatus(row.status).final:

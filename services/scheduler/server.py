@@ -19,6 +19,8 @@ from services.common.grpc_server import ServiceServer, write_ready_file
 from services.common.lifecycle import shutdown_event
 from services.common.spec import validate_spec
 from services.scheduler import _convert as convert
+from services.scheduler._accounts import AccountStore
+from services.scheduler._accounts_api import AccountLinkApi, AccountsApi
 from services.scheduler._credit import CreditLedger
 from services.scheduler._db import Database
 from services.scheduler._dispatcher import Dispatcher
@@ -27,6 +29,9 @@ from services.scheduler._ingestor import ResultIngestor
 from services.scheduler._progress import RunProgressHub
 from services.scheduler._registry import NodeRegistry
 from services.scheduler._runs import Run, RunStore
+from services.scheduler._schedules import ScheduleRunner, ScheduleStore
+from services.scheduler._schedules_api import SchedulesApi
+from services.scheduler._secrets import SecretBox
 from smartfleet.v1 import node_pb2, node_pb2_grpc, results_pb2, runs_pb2, scheduler_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -42,7 +47,7 @@ def _require_id(value: str, field: str) -> str:
     return value
 
 
-class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+class SchedulerServicer(AccountsApi, SchedulesApi, scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, service: SchedulerService) -> None:
         self._s = service
 
@@ -172,7 +177,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         )
 
 
-class NodeLinkServicer(node_pb2_grpc.NodeLinkServicer):
+class NodeLinkServicer(AccountLinkApi, node_pb2_grpc.NodeLinkServicer):
     def __init__(self, service: SchedulerService) -> None:
         self._s = service
 
@@ -264,6 +269,12 @@ class SchedulerService:
             hosts=self.hosts,
             on_change=self._on_results,
         )
+        self.accounts = AccountStore(
+            self.db, SecretBox(key=settings.secret_key, database_url=settings.database_url)
+        )
+        self.ingestor.accounts = self.accounts
+        self.schedules = ScheduleStore(self.db, allowed_hosts=settings.allowed_host_list)
+        self.schedule_runner = ScheduleRunner(self.schedules, self.runs, on_run=self.changed)
         self._nats: NatsClient | None = None
         self._server: ServiceServer | None = None
         self._maintenance: asyncio.Task[None] | None = None
@@ -299,8 +310,10 @@ class SchedulerService:
             recovery_grace=self.settings.recovery_grace,
         )
         self.registry.on_change = self.dispatcher.wake
+        self.dispatcher.accounts = self.accounts
         self.hub.start()
         await self.dispatcher.start()
+        await self.schedule_runner.start()
         self._maintenance = asyncio.create_task(self._maintain(), name="scheduler-maintenance")
         self._server = ServiceServer(
             listen=self.settings.scheduler_listen,
@@ -336,6 +349,7 @@ class SchedulerService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
             self._maintenance = None
+        await self.schedule_runner.stop()
         if hasattr(self, "dispatcher"):
             await self.dispatcher.stop()
         await self.hub.stop()
