@@ -1,23 +1,28 @@
-"""A small site served on loopback: pages, a redirect chain, a slow page, a 500 and a 404.
+"""A small site served on loopback: pages, a redirect chain, a slow page, a 500 and a 404,
+a form to drive with steps, a cookie login (`/login?user=NAME` then `/me`) and `/env`, which
+shows what the browser says about itself (user agent, language, time zone, viewport, position).
 
 Threaded stdlib HTTP server, so it needs nothing installed and serves many browsers at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import html
 import threading
 import time
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 _STYLE = "body{font-family:sans-serif;max-width:40rem;margin:2rem auto}"
 
 
-def _page(title: str, body: str) -> bytes:
+def _page(title: str, body: str, *, head: str = "") -> bytes:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>{title}</title><style>{_STYLE}</style></head>"
+        f"{head}<title>{title}</title><style>{_STYLE}</style></head>"
         f"<body><h1>{title}</h1>{body}</body></html>"
     ).encode()
 
@@ -37,6 +42,74 @@ PAGES = {
         + "</ul>",
     ),
 }
+
+# The newer pages lay out for the device's width, as mobile-friendly sites do.
+_MOBILE = '<meta name=viewport content="width=device-width, initial-scale=1">'
+
+# Everything interactive on one page: each control writes what happened into the page, so steps
+# can check it with `extract` or `assert`.
+FORM_PAGE = _page(
+    "Form",
+    """<form id=form onsubmit="return false">
+<label>Name <input id=name name=name autocomplete=off></label>
+<label>Colour <select id=colour name=colour>
+<option value=red>Red</option><option value=green>Green</option><option value=blue>Blue</option>
+</select></label>
+<button id=greet type=button>Greet</button>
+</form>
+<p>Name: <span id=name-echo></span></p>
+<p>Colour: <span id=colour-echo>red</span></p>
+<p>Last key: <span id=last-key></span></p>
+<p id=greeting></p>
+<p><span id=hover-target>Hover over me</span> <span id=hover-reveal hidden>Revealed by hover</span></p>
+<p id=late-slot></p>
+<p>Scrolled: <span id=scroll-pos>0</span> <span id=scroll-end></span></p>
+<div id=middle style="margin-top:1500px">The middle of the page</div>
+<div style="height:2500px"></div>
+<div id=bottom>The bottom of the page</div>
+<script>
+const $ = (id) => document.getElementById(id);
+$("name").addEventListener("input", () => { $("name-echo").textContent = $("name").value; });
+$("colour").addEventListener("change", () => { $("colour-echo").textContent = $("colour").value; });
+document.addEventListener("keydown", (e) => { $("last-key").textContent = e.key; });
+$("greet").addEventListener("click", () => {
+  $("greeting").textContent = `Hello, ${$("name").value || "stranger"} (${$("colour").value})!`;
+});
+$("hover-target").addEventListener("mouseenter", () => { $("hover-reveal").hidden = false; });
+setTimeout(() => { $("late-slot").innerHTML = "<span id=late>Arrived late</span>"; }, 300);
+addEventListener("scroll", () => {
+  $("scroll-pos").textContent = String(Math.round(scrollY));
+  const end = innerHeight + scrollY >= document.documentElement.scrollHeight - 2;
+  $("scroll-end").textContent = end ? "reached the bottom" : "";
+});
+</script>""",
+    head=_MOBILE,
+)
+
+ENV_PAGE = _page(
+    "Environment",
+    """<dl>
+<dt>User agent</dt><dd id=ua></dd>
+<dt>Language</dt><dd id=lang></dd>
+<dt>Time zone</dt><dd id=tz></dd>
+<dt>Viewport</dt><dd id=viewport></dd>
+<dt>Touch points</dt><dd id=touch></dd>
+<dt>Position</dt><dd id=geo>unknown</dd>
+</dl>
+<script>
+const put = (id, value) => { document.getElementById(id).textContent = value; };
+put("ua", navigator.userAgent);
+put("lang", navigator.language);
+put("tz", Intl.DateTimeFormat().resolvedOptions().timeZone);
+put("viewport", `${innerWidth}x${innerHeight}@${devicePixelRatio}`);
+put("touch", String(navigator.maxTouchPoints));
+navigator.geolocation.getCurrentPosition(
+  (p) => put("geo", `${p.coords.latitude.toFixed(2)},${p.coords.longitude.toFixed(2)}`),
+  (e) => put("geo", `denied: ${e.message}`),
+);
+</script>""",
+    head=_MOBILE,
+)
 
 # path -> where it redirects
 REDIRECTS = {"/redirect": "/", "/redirect-chain": "/redirect", "/old-about": "/about"}
@@ -84,10 +157,40 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(
                 HTTPStatus.INTERNAL_SERVER_ERROR, _page("Server error", "<p>Something broke.</p>")
             )
+        elif parts.path == "/form":
+            self._send(HTTPStatus.OK, FORM_PAGE)
+        elif parts.path == "/env":
+            self._send(HTTPStatus.OK, ENV_PAGE)
+        elif parts.path == "/login":
+            self._login(query.get("user", [""])[0])
+        elif parts.path == "/me":
+            self._me()
         elif parts.path == "/favicon.ico":
             self._send(HTTPStatus.NO_CONTENT, b"")
         else:
             self._send(HTTPStatus.NOT_FOUND, _page("Not found", "<p>No such page.</p>"))
+
+    def _login(self, user: str) -> None:
+        """Sign in as `user` (any name, no password: a demo) and go to /me."""
+        name = "".join(ch for ch in user if ch.isalnum() or ch in "-_.")[:64]
+        if not name:
+            self._send(HTTPStatus.BAD_REQUEST, _page("Login", "<p>Say who: /login?user=NAME</p>"))
+            return
+        self._send(
+            HTTPStatus.FOUND,
+            b"",
+            headers={"Location": "/me", "Set-Cookie": f"session={name}; Path=/; SameSite=Lax"},
+        )
+
+    def _me(self) -> None:
+        cookies = SimpleCookie()
+        with contextlib.suppress(CookieError):
+            cookies.load(self.headers.get("Cookie", ""))
+        morsel = cookies.get("session")
+        who = (
+            f"signed in as {html.escape(morsel.value)}" if morsel and morsel.value else "anonymous"
+        )
+        self._send(HTTPStatus.OK, _page("Me", f"<p id=who>{who}</p>"))
 
 
 class DemoSite:

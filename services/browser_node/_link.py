@@ -1,4 +1,5 @@
-"""The node's gRPC client to the scheduler (NodeLink): register, heartbeat, report results.
+"""The node's gRPC client to the scheduler (NodeLink): register, heartbeat, report results,
+fetch and write back account state.
 
 The adapter of the node link: the only module of the node that touches protobuf messages.
 """
@@ -14,6 +15,13 @@ from datetime import timedelta
 
 import grpc
 
+from services.browser_node._accounts import (
+    AccountRefused,
+    AccountState,
+    AccountStateUnavailable,
+    storage_state_from_json,
+    storage_state_to_json,
+)
 from services.browser_node._backoff import Backoff
 from services.common.contracts import node_info_to_pb, node_load_to_pb, result_to_pb
 from services.common.errors import SmartfleetError, Unavailable
@@ -75,6 +83,21 @@ def _error_from(error: grpc.aio.AioRpcError, call: str) -> SmartfleetError:
     if error.code() in _RETRYABLE:
         return Unavailable(message)
     return SmartfleetError(message)
+
+
+# The scheduler's answer about the account itself (unknown, not to be used), not about itself.
+# FAILED_PRECONDITION is not one: the scheduler says it when this node is not registered (yet)
+# or its secret key cannot decrypt the state, which no other account would fix either.
+_ACCOUNT_REFUSALS = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED})
+
+
+def _account_error(error: grpc.aio.AioRpcError, call: str, account: str) -> SmartfleetError:
+    details = error.details() or "no details"
+    if error.code() in _ACCOUNT_REFUSALS:
+        return AccountRefused(account, f"the scheduler refused it ({error.code().name}: {details})")
+    return AccountStateUnavailable(
+        f"scheduler {call} for account {account!r}: {error.code().name}: {details}"
+    )
 
 
 def _command_from_pb(message: node_pb2.NodeCommand) -> NodeCommand | None:
@@ -207,6 +230,35 @@ class SchedulerLink:
             )
         except grpc.aio.AioRpcError as error:
             raise _error_from(error, "ReportInProgress") from error
+
+    async def get_account_state(self, account: str) -> AccountState:
+        """The account's storage state and proxy. Raises AccountRefused or AccountStateUnavailable."""
+        request = node_pb2.AccountStateRequest(node_id=self.node_id, account=account)
+        try:
+            reply = await self._connect().GetAccountState(
+                request, timeout=self._call_timeout.total_seconds()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _account_error(error, "GetAccountState", account) from error
+        return AccountState(
+            account=account,
+            storage_state=storage_state_from_json(account, reply.storage_state),
+            proxy=reply.proxy,
+        )
+
+    async def put_account_state(self, state: AccountState) -> None:
+        """Write back an account's storage state; `proxy` is left empty (the node never sets it)."""
+        request = node_pb2.AccountState(
+            node_id=self.node_id,
+            account=state.account,
+            storage_state=storage_state_to_json(state.storage_state),
+        )
+        try:
+            await self._connect().PutAccountState(
+                request, timeout=self._call_timeout.total_seconds()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _account_error(error, "PutAccountState", state.account) from error
 
     async def _run(self) -> None:
         backoff = Backoff(initial=timedelta(milliseconds=250), maximum=timedelta(seconds=10))

@@ -1,10 +1,17 @@
-"""A warm Chromium behind one Playwright driver; each session gets a fresh context and page."""
+"""Warm Chromium behind one Playwright driver; each session gets a fresh context and page.
+
+Account-less sessions share one browser. A session of an account runs in that account's own
+browser (launched with the account's proxy), never shared with another account or with
+account-less sessions; idle account browsers close after a while, and at most
+`max_account_browsers` stay open (the least recently used goes first).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,13 +21,17 @@ from playwright.async_api import Browser, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
 from services import __version__
+from services.browser_node._accounts import AccountState, AccountStates, proxy_settings
 from services.browser_node._browser import LAUNCH_ARGS, BrowserExecutable, find_browser
+from services.browser_node._emulation import context_options
 from services.common.errors import Unavailable
+from services.common.types import Cell
 
 logger = logging.getLogger(__name__)
 
 RUN_HEADER = "X-Smartfleet-Run"
 PRODUCT_TOKEN = f"Smartfleet/{__version__}"
+_SHARED = ""  # the lock key of the account-less browser
 
 
 @dataclass(slots=True, eq=False)
@@ -29,16 +40,20 @@ class _LiveBrowser:
 
     browser: Browser
     generation: int
+    account: str = ""
+    proxy: str = ""
     active: int = 0
     served: int = 0
     retiring: bool = False
+    last_used: float = 0.0
 
 
 class BrowserPool:
-    """Keeps one Chromium launched, relaunches it after a crash and recycles it after N sessions.
+    """Keeps Chromium launched, relaunches it after a crash and recycles it after N sessions.
 
-    `async with pool.session(run_id=...) as page` yields a page in a new context that is closed
-    afterwards; traffic is marked (User-Agent token and `X-Smartfleet-Run`) unless turned off.
+    `async with pool.session(run_id=..., cell=..., account=...) as page` yields a page in a new
+    context that is closed afterwards; traffic is marked (User-Agent token and
+    `X-Smartfleet-Run`) unless turned off.
     """
 
     def __init__(
@@ -50,6 +65,9 @@ class BrowserPool:
         recycle_after: int = 500,
         launch_timeout: timedelta = timedelta(seconds=30),
         operation_timeout: timedelta = timedelta(seconds=15),
+        accounts: AccountStates | None = None,
+        max_account_browsers: int = 8,
+        account_idle: timedelta = timedelta(minutes=5),
     ) -> None:
         self._browser_path = browser_path
         self._headless = headless
@@ -57,11 +75,18 @@ class BrowserPool:
         self._recycle_after = recycle_after
         self._launch_timeout = launch_timeout
         self._operation_timeout = operation_timeout
+        self.accounts = accounts
+        self._max_account_browsers = max(1, max_account_browsers)
+        self._account_idle = account_idle
         self._playwright: Playwright | None = None
         self._executable: BrowserExecutable | None = None
         self._current: _LiveBrowser | None = None
+        # Account browsers, least recently used first.
+        self._accounts: OrderedDict[str, _LiveBrowser] = OrderedDict()
         self._retired: set[_LiveBrowser] = set()
-        self._lock = asyncio.Lock()
+        # One lock per browser (account, or _SHARED): launching one never holds up the others.
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._generation = 0
         self.browser_version = ""
         self.default_user_agent = ""
@@ -78,6 +103,15 @@ class BrowserPool:
     def started(self) -> bool:
         return self._playwright is not None and self._current is not None
 
+    def browser_for(self, account: str = "") -> Browser | None:
+        """The browser that sessions of `account` (or account-less ones) use now, if launched."""
+        live = self._accounts.get(account) if account else self._current
+        return live.browser if live is not None else None
+
+    @property
+    def account_browsers(self) -> int:
+        return len(self._accounts)
+
     async def start(self) -> None:
         """Start the driver and launch the browser; raises BrowserNotFound or Unavailable."""
         if self.started:
@@ -90,13 +124,17 @@ class BrowserPool:
             self._executable = find_browser(
                 self._browser_path, playwright_executable=self._playwright.chromium.executable_path
             )
-            async with self._lock:
+            async with self._lock(_SHARED):
                 live = await self._launch()
                 self._current = live
             await self._read_identity(live.browser)
         except BaseException:
             await self.stop()
             raise
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep(), name="account-browser-sweeper"
+            )
         logger.info(
             "browser ready: Chromium %s from %s, Playwright %s",
             self.browser_version,
@@ -106,12 +144,19 @@ class BrowserPool:
 
     async def stop(self) -> None:
         """Close every browser and the driver; safe to call more than once."""
-        browsers = [live for live in (self._current, *self._retired) if live is not None]
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+        browsers = [self._current, *self._accounts.values(), *self._retired]
         self._current = None
+        self._accounts.clear()
         self._retired.clear()
         for live in browsers:
-            live.retiring = True
-            await self._close(live)
+            if live is not None:
+                live.retiring = True
+                await self._close(live)
         playwright, self._playwright = self._playwright, None
         if playwright is not None:
             with contextlib.suppress(Exception, TimeoutError):
@@ -125,17 +170,33 @@ class BrowserPool:
         await self.stop()
 
     @contextlib.asynccontextmanager
-    async def session(self, *, run_id: str) -> AsyncIterator[Page]:
-        """A fresh context and page for one session, closed when the block ends."""
-        live = await self._acquire()
+    async def session(
+        self, *, run_id: str, cell: Cell | None = None, account: str = ""
+    ) -> AsyncIterator[Page]:
+        """A fresh context and page for one session, closed when the block ends.
+
+        Raises UnknownDevice for a device this Playwright lacks, AccountRefused or
+        AccountStateUnavailable when the account's state cannot be had, Unavailable when no
+        browser can be launched.
+        """
+        if self._playwright is None:
+            raise Unavailable("browser pool is not started")
+        options = context_options(
+            cell or Cell(),
+            devices=self._playwright.devices,
+            default_user_agent=self.default_user_agent,
+            product_token=PRODUCT_TOKEN if self._mark_traffic else "",
+            playwright_version=self.playwright_version,
+        )
+        if self._mark_traffic and run_id:
+            options["extra_http_headers"] = {RUN_HEADER: run_id}
+        live, state = await self._acquire(account)
+        if state is not None and state.storage_state is not None:
+            options["storage_state"] = state.storage_state
         context = None
         try:
-            headers = {RUN_HEADER: run_id} if self._mark_traffic and run_id else {}
             context = await asyncio.wait_for(
-                live.browser.new_context(
-                    user_agent=self.user_agent or None, extra_http_headers=headers
-                ),
-                self._operation_timeout.total_seconds(),
+                live.browser.new_context(**options), self._operation_timeout.total_seconds()
             )
             page = await asyncio.wait_for(
                 context.new_page(), self._operation_timeout.total_seconds()
@@ -148,42 +209,115 @@ class BrowserPool:
                     await asyncio.wait_for(context.close(), self._operation_timeout.total_seconds())
             await self._release(live)
 
-    async def _acquire(self) -> _LiveBrowser:
-        async with self._lock:
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def _acquire(self, account: str) -> tuple[_LiveBrowser, AccountState | None]:
+        async with self._lock(account or _SHARED):
             if self._playwright is None:
                 raise Unavailable("browser pool is not started")
-            live = self._current
-            if live is not None and not live.browser.is_connected():
-                logger.warning("browser (generation %d) disconnected; relaunching", live.generation)
+            live = self._accounts.get(account) if account else self._current
+            if live is not None and self._worn_out(live):
                 await self._retire(live)
                 live = None
-            elif live is not None and self._recycle_after and live.served >= self._recycle_after:
-                logger.info("recycling browser after %d sessions", live.served)
-                await self._retire(live)
-                live = None
+            state = None
+            if account:
+                if self.accounts is None:
+                    raise Unavailable("this node has no link to fetch account state from")
+                # A new browser starts from the scheduler's latest state; a running one may use
+                # the briefly cached one.
+                state = await self.accounts.get(account, fresh=live is None)
+                if live is not None and state.proxy != live.proxy:
+                    logger.info(
+                        "%s: the account's proxy changed; relaunching", self._describe(live)
+                    )
+                    await self._retire(live)
+                    live = None
             if live is None:
-                self._current = None
-                live = await self._launch()
-                self._current = live
+                live = await self._launch(account=account, proxy=state.proxy if state else "")
+                if account:
+                    previous = self._accounts.get(account)
+                    if previous is not None:  # only if its lock was pruned mid-handoff; be safe
+                        await self._retire(previous)
+                    self._accounts[account] = live
+                    await self._evict_beyond_cap()
+                else:
+                    self._current = live
+            if account:
+                self._accounts.move_to_end(account)
             live.active += 1
             live.served += 1
-            return live
+            live.last_used = asyncio.get_running_loop().time()
+            return live, state
+
+    def _worn_out(self, live: _LiveBrowser) -> bool:
+        if not live.browser.is_connected():
+            logger.warning("%s disconnected; relaunching", self._describe(live))
+            return True
+        if self._recycle_after and live.served >= self._recycle_after:
+            logger.info("recycling %s after %d sessions", self._describe(live), live.served)
+            return True
+        return False
+
+    async def _evict_beyond_cap(self) -> None:
+        while len(self._accounts) > self._max_account_browsers:
+            account, live = next(iter(self._accounts.items()))
+            logger.info(
+                "closing the browser of account %r: more than %d account browsers are open",
+                account,
+                self._max_account_browsers,
+            )
+            await self._retire(live)
 
     async def _release(self, live: _LiveBrowser) -> None:
         live.active -= 1
+        live.last_used = asyncio.get_running_loop().time()
         if live.retiring and live.active == 0:
             self._retired.discard(live)
             await self._close(live)
 
     async def _retire(self, live: _LiveBrowser) -> None:
         """Stop handing out `live`; it closes now if idle, else when its last session ends."""
+        if self._current is live:
+            self._current = None
+        if live.account and self._accounts.get(live.account) is live:
+            del self._accounts[live.account]
         live.retiring = True
         if live.active == 0:
             await self._close(live)
         else:
             self._retired.add(live)
 
-    async def _launch(self) -> _LiveBrowser:
+    async def close_idle(self) -> int:
+        """Close account browsers unused for `account_idle`; returns how many were closed."""
+        now = asyncio.get_running_loop().time()
+        idle = [
+            live
+            for account, live in self._accounts.items()
+            if live.active == 0
+            and now - live.last_used >= self._account_idle.total_seconds()
+            and not self._lock(account).locked()
+        ]
+        for live in idle:
+            logger.info("closing the idle browser of account %r", live.account)
+            await self._retire(live)
+        # Forget the locks of accounts without a browser (they are created again when needed).
+        if len(self._locks) > 4 * self._max_account_browsers:
+            for key, lock in list(self._locks.items()):
+                if key != _SHARED and key not in self._accounts and not lock.locked():
+                    del self._locks[key]
+        return len(idle)
+
+    async def _sweep(self) -> None:
+        interval = min(max(self._account_idle.total_seconds() / 2, 0.05), 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.close_idle()
+            except Exception:
+                logger.exception("closing idle account browsers failed")
+
+    async def _launch(self, *, account: str = "", proxy: str = "") -> _LiveBrowser:
         assert self._playwright is not None and self._executable is not None
         self._generation += 1
         try:
@@ -191,20 +325,28 @@ class BrowserPool:
                 executable_path=self._executable.path,
                 headless=self._headless,
                 args=list(LAUNCH_ARGS),
+                proxy=proxy_settings(proxy),
                 timeout=self._launch_timeout.total_seconds() * 1000,
             )
         except PlaywrightError as error:
             raise Unavailable(
                 f"cannot launch {self._executable.describe()}: {error.message.splitlines()[0]}"
             ) from error
-        live = _LiveBrowser(browser=browser, generation=self._generation)
+        live = _LiveBrowser(
+            browser=browser, generation=self._generation, account=account, proxy=proxy
+        )
         browser.on("disconnected", lambda _: self._on_disconnected(live))
-        logger.debug("launched browser generation %d", live.generation)
+        logger.debug("launched %s", self._describe(live))
         return live
+
+    @staticmethod
+    def _describe(live: _LiveBrowser) -> str:
+        owner = f"account {live.account!r}" if live.account else "shared"
+        return f"browser generation {live.generation} ({owner})"
 
     def _on_disconnected(self, live: _LiveBrowser) -> None:
         if not live.retiring:
-            logger.warning("browser (generation %d) disconnected", live.generation)
+            logger.warning("%s disconnected", self._describe(live))
 
     async def _read_identity(self, browser: Browser) -> None:
         self.browser_version = browser.version

@@ -1,67 +1,37 @@
-"""One session: the default scenario (goto the target, wait for load, measure) and its outcome."""
+"""One session: its steps (or the default scenario) in a fresh context, and its outcome."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Page, Response
+from playwright.async_api import Page
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from services.browser_node._accounts import AccountRefused, AccountStateUnavailable
 from services.browser_node._allowlist import scheme_allowed, target_allowed
+from services.browser_node._artifacts import ArtifactStore
+from services.browser_node._emulation import UnknownDevice
+from services.browser_node._failures import StepFailed, navigation_error_class
+from services.browser_node._observed import Observation, first_line, looks_crashed
 from services.browser_node._pool import BrowserPool
+from services.browser_node._steps import StepExecutor
 from services.common.durations import format_duration
 from services.common.errors import SmartfleetError
-from services.common.types import (
-    ErrorClass,
-    JobEnvelope,
-    NavigationTiming,
-    Outcome,
-    SessionResult,
-)
+from services.common.types import ErrorClass, JobEnvelope, Outcome, SessionResult
 
 logger = logging.getLogger(__name__)
 
 ENGINE = "chromium"
-# Past the session timeout, how long closing the context and measuring may still take.
+# Past the session timeout, how long closing the context, a failure screenshot and writing
+# back account state may still take.
 _TEARDOWN_SLACK = timedelta(seconds=5)
-_CRASH_MARKERS = ("crash", "has been closed", "browser has disconnected", "target closed")
-
-_TIMING_SCRIPT = """() => {
-  const e = performance.getEntriesByType('navigation')[0];
-  if (!e) return null;
-  return {
-    dns: e.domainLookupEnd - e.domainLookupStart,
-    connect: e.connectEnd - e.connectStart,
-    ttfb: e.responseStart,
-    dcl: e.domContentLoadedEventEnd,
-    load: e.loadEventEnd,
-  };
-}"""
-
-
-@dataclass(slots=True)
-class _Observed:
-    """What a session saw so far; partial when it fails half-way."""
-
-    outcome: Outcome = Outcome.OK
-    error_class: ErrorClass = ErrorClass.NONE
-    error: str = ""
-    http_status: int = 0
-    final_url: str = ""
-    redirect_chain: tuple[str, ...] = ()
-    timing: NavigationTiming = field(default_factory=NavigationTiming)
-    page_crashed: bool = False
-    blocked_url: str = ""
-
-    def fail(self, outcome: Outcome, error_class: ErrorClass, error: str) -> None:
-        self.outcome, self.error_class, self.error = outcome, error_class, error
+_WRITE_BACK_TIMEOUT = timedelta(seconds=4)
 
 
 class SessionRunner:
@@ -73,39 +43,47 @@ class SessionRunner:
         pool: BrowserPool,
         node_id: str,
         default_timeout: timedelta = timedelta(seconds=60),
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self._pool = pool
         self._node_id = node_id
         self._default_timeout = default_timeout
+        self.artifacts = artifacts or ArtifactStore()
 
     async def run(self, envelope: JobEnvelope) -> SessionResult:
         started_at = datetime.now(UTC)
         started = time.monotonic()
-        seen = _Observed()
+        seen = Observation()
         if refusal := self._refuse(envelope):
             seen.fail(*refusal)
         else:
             timeout = self._timeout(envelope)
             try:
-                await self._navigate(envelope, seen, timeout=timeout)
+                await self._execute(envelope, seen, timeout=timeout)
             except asyncio.CancelledError:
+                self.artifacts.discard(seen.artifacts)  # nobody will see the result
                 raise
             except Exception as error:
-                self._classify(error, seen, timeout=timeout)
+                # A failure already recorded stays: the hard stop may hit during the teardown.
+                if seen.outcome is Outcome.OK:
+                    self._classify(error, seen, envelope=envelope, timeout=timeout)
+            if seen.artifacts and seen.outcome is Outcome.OK and envelope.artifacts != "always":
+                await asyncio.to_thread(self.artifacts.discard, list(seen.artifacts))
+                seen.artifacts.clear()
         return self._result(envelope, seen, started_at=started_at, started=started)
 
     def cancelled(
         self, envelope: JobEnvelope, *, started_at: datetime | None = None
     ) -> SessionResult:
         """The result of a session stopped (or never started) because its run was cancelled."""
-        seen = _Observed()
+        seen = Observation()
         seen.fail(Outcome.CANCELLED, ErrorClass.PERMANENT, "the run was cancelled")
         started_at = started_at or datetime.now(UTC)
         started = time.monotonic() - (datetime.now(UTC) - started_at).total_seconds()
         return self._result(envelope, seen, started_at=started_at, started=started)
 
     def _result(
-        self, envelope: JobEnvelope, seen: _Observed, *, started_at: datetime, started: float
+        self, envelope: JobEnvelope, seen: Observation, *, started_at: datetime, started: float
     ) -> SessionResult:
         return SessionResult(
             job_id=envelope.job_id,
@@ -126,6 +104,11 @@ class SessionRunner:
             redirect_chain=seen.redirect_chain,
             timing=seen.timing,
             browser_version=self._pool.browser_version,
+            cell=envelope.cell,
+            extracted=dict(seen.extracted),
+            steps=tuple(seen.steps),
+            account=envelope.account,
+            artifacts=tuple(seen.artifacts),
         )
 
     def _refuse(self, envelope: JobEnvelope) -> tuple[Outcome, ErrorClass, str] | None:
@@ -158,47 +141,64 @@ class SessionRunner:
             else self._default_timeout
         )
 
-    async def _navigate(
-        self, envelope: JobEnvelope, seen: _Observed, *, timeout: timedelta
+    async def _execute(
+        self, envelope: JobEnvelope, seen: Observation, *, timeout: timedelta
     ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout.total_seconds()
+        deadline = asyncio.get_running_loop().time() + timeout.total_seconds()
         # The hard stop also covers a driver that stops answering.
         async with asyncio.timeout(timeout.total_seconds() + _TEARDOWN_SLACK.total_seconds()):
-            async with self._pool.session(run_id=envelope.run_id) as page:
+            async with self._pool.session(
+                run_id=envelope.run_id, cell=envelope.cell, account=envelope.account
+            ) as page:
                 page.on("crash", lambda _: setattr(seen, "page_crashed", True))
                 await self._guard_navigations(page, envelope.allowed_hosts, seen)
-                remaining_ms = max(1.0, (deadline - loop.time()) * 1000)
+                executor = StepExecutor(
+                    page=page,
+                    envelope=envelope,
+                    seen=seen,
+                    deadline=deadline,
+                    session_timeout=timeout,
+                    artifacts=self.artifacts,
+                )
                 try:
-                    response = await page.goto(
-                        envelope.target_url, wait_until="load", timeout=remaining_ms
-                    )
-                except PlaywrightError as error:
-                    if not isinstance(error, PlaywrightTimeout) and await _browser_gone(page):
-                        seen.page_crashed = True
-                    raise
-                finally:
-                    seen.final_url = page.url if page.url != "about:blank" else ""
-                if response is None:
-                    seen.fail(
-                        Outcome.NAVIGATION_ERROR,
-                        ErrorClass.TRANSIENT,
-                        "navigation produced no response",
-                    )
-                    return
-                self._record_response(response, seen)
-                remaining = max(1.0, deadline - loop.time())
-                try:
-                    raw = await asyncio.wait_for(page.evaluate(_TIMING_SCRIPT), remaining)
-                except (PlaywrightError, TimeoutError) as error:
-                    # The page answered; missing timings don't make the session fail.
-                    logger.debug("no navigation timing for %s: %s", envelope.job_id, error)
-                else:
-                    seen.timing = _timing(raw)
+                    await executor.run()
+                except StepFailed as failure:
+                    seen.fail(failure.outcome, failure.error_class, failure.message)
+                except Exception as error:
+                    self._classify(error, seen, envelope=envelope, timeout=timeout)
+                if seen.outcome is not Outcome.OK:
+                    await executor.capture_failure()
+                elif envelope.account and envelope.write_back_state:
+                    await self._write_back(page, envelope, seen)
+
+    async def _write_back(self, page: Page, envelope: JobEnvelope, seen: Observation) -> None:
+        """Store the cookies and local storage the session ended with, for the account's next one.
+
+        Only after a session that succeeded: a failed one may end half signed in.
+        """
+        accounts = self._pool.accounts
+        if accounts is None:
+            seen.fail(Outcome.INTERNAL_ERROR, ErrorClass.TRANSIENT, "no account link to write to")
+            return
+        try:
+            state: Any = await asyncio.wait_for(
+                page.context.storage_state(), _WRITE_BACK_TIMEOUT.total_seconds()
+            )
+            await accounts.write_back(envelope.account, dict(state))
+        except (PlaywrightError, TimeoutError, SmartfleetError) as error:
+            error_class = (
+                ErrorClass.ACCOUNT if isinstance(error, AccountRefused) else ErrorClass.TRANSIENT
+            )
+            detail = error.message if isinstance(error, SmartfleetError) else first_line(error)
+            seen.fail(
+                Outcome.INTERNAL_ERROR,
+                error_class,
+                f"the account's storage state was not written back: {detail}",
+            )
 
     @staticmethod
     async def _guard_navigations(
-        page: Page, allowed_hosts: tuple[str, ...], seen: _Observed
+        page: Page, allowed_hosts: tuple[str, ...], seen: Observation
     ) -> None:
         """Fail document requests (redirect hops included) that leave the allowlist, unsent.
 
@@ -206,6 +206,8 @@ class SessionRunner:
         documents with CDP's Fetch domain instead; subresources are not paused (no added latency).
         """
         cdp = await page.context.new_cdp_session(page)
+        tree = await cdp.send("Page.getFrameTree")
+        main_frame = tree["frameTree"]["frame"]["id"]
 
         async def on_paused(event: dict[str, Any]) -> None:
             request_id, url = event["requestId"], event["request"]["url"]
@@ -214,6 +216,8 @@ class SessionRunner:
                     await cdp.send("Fetch.continueRequest", {"requestId": request_id})
                 else:
                     seen.blocked_url = url
+                    if event.get("frameId") == main_frame:
+                        seen.blocked_main_frame = url
                     await cdp.send(
                         "Fetch.failRequest",
                         {"requestId": request_id, "errorReason": "BlockedByClient"},
@@ -232,22 +236,9 @@ class SessionRunner:
         )
 
     @staticmethod
-    def _record_response(response: Response, seen: _Observed) -> None:
-        chain: list[str] = []
-        request = response.request.redirected_from
-        while request is not None:
-            chain.append(request.url)
-            request = request.redirected_from
-        seen.redirect_chain = tuple(reversed(chain))
-        seen.final_url = response.url
-        seen.http_status = response.status
-        if response.status >= 500:
-            seen.fail(Outcome.HTTP_ERROR, ErrorClass.TRANSIENT, f"HTTP {response.status}")
-        elif response.status >= 400:
-            seen.fail(Outcome.HTTP_ERROR, ErrorClass.PERMANENT, f"HTTP {response.status}")
-
-    @staticmethod
-    def _classify(error: Exception, seen: _Observed, *, timeout: timedelta) -> None:
+    def _classify(
+        error: Exception, seen: Observation, *, envelope: JobEnvelope, timeout: timedelta
+    ) -> None:
         if isinstance(error, PlaywrightTimeout | TimeoutError):
             seen.fail(
                 Outcome.TIMEOUT,
@@ -263,11 +254,17 @@ class SessionRunner:
                 f"navigation to {host!r} (from a redirect or the page) is not in the run's allowlist",
             )
         elif isinstance(error, PlaywrightError):
-            message = _first_line(error)
-            if seen.page_crashed or any(marker in message.lower() for marker in _CRASH_MARKERS):
+            message = first_line(error)
+            if seen.page_crashed or looks_crashed(error):
                 seen.fail(Outcome.BROWSER_CRASH, ErrorClass.TRANSIENT, message)
             else:
-                seen.fail(Outcome.NAVIGATION_ERROR, ErrorClass.TRANSIENT, message)
+                error_class = navigation_error_class(message, account=envelope.account)
+                seen.fail(Outcome.NAVIGATION_ERROR, error_class, message)
+        elif isinstance(error, AccountRefused):
+            # The account, not the job, is the problem: the scheduler moves the job to another.
+            seen.fail(Outcome.INTERNAL_ERROR, ErrorClass.ACCOUNT, error.message)
+        elif isinstance(error, AccountStateUnavailable | UnknownDevice):
+            seen.fail(Outcome.INTERNAL_ERROR, ErrorClass.TRANSIENT, error.message)
         elif isinstance(error, SmartfleetError):
             # The pool could not give a browser (launch failed): the node's fault, not the job's.
             seen.fail(Outcome.BROWSER_CRASH, ErrorClass.TRANSIENT, error.message)
@@ -276,46 +273,3 @@ class SessionRunner:
             seen.fail(
                 Outcome.INTERNAL_ERROR, ErrorClass.TRANSIENT, f"{type(error).__name__}: {error}"
             )
-
-
-async def _browser_gone(page: Page, *, within: timedelta = timedelta(milliseconds=300)) -> bool:
-    """After a failed navigation: did the browser go away? (It aborts navigations before it says so.)"""
-    browser = page.context.browser
-    if browser is None:
-        return False
-    if browser.is_connected():
-        gone = asyncio.Event()
-
-        def on_disconnected(_: object) -> None:
-            gone.set()
-
-        browser.once("disconnected", on_disconnected)
-        try:
-            await asyncio.wait_for(gone.wait(), within.total_seconds())
-        except TimeoutError:
-            pass
-        finally:
-            browser.remove_listener("disconnected", on_disconnected)
-    return not browser.is_connected()
-
-
-def _first_line(error: Exception) -> str:
-    text = error.message if isinstance(error, PlaywrightError) else str(error)
-    return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def _timing(raw: Any) -> NavigationTiming:
-    if not isinstance(raw, dict):
-        return NavigationTiming()
-
-    def ms(key: str) -> float:
-        value = raw.get(key)
-        return max(0.0, float(value)) if isinstance(value, int | float) else 0.0
-
-    return NavigationTiming(
-        dns_ms=ms("dns"),
-        connect_ms=ms("connect"),
-        ttfb_ms=ms("ttfb"),
-        dom_content_loaded_ms=ms("dcl"),
-        load_ms=ms("load"),
-    )

@@ -12,6 +12,7 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 
 from services import __version__
+from services.browser_node._accounts import AccountStates
 from services.browser_node._backoff import Backoff
 from services.browser_node._host import cpu_percent, rss_bytes
 from services.browser_node._link import (
@@ -52,8 +53,6 @@ class BrowserNode:
     def __init__(self, *, settings: NodeSettings) -> None:
         self._settings = settings
         self.node_id = settings.node_id
-        self.pool = BrowserPool(browser_path=settings.browser_path, headless=settings.headless)
-        self._runner = SessionRunner(pool=self.pool, node_id=self.node_id)
         self._health = ServiceServer(listen=settings.node_listen, service_names=[SERVICE_NAME])
         self.link = SchedulerLink(
             address=settings.scheduler_addr,
@@ -61,6 +60,13 @@ class BrowserNode:
             status=self._status,
             on_command=self._on_command,
         )
+        # Account state comes from the scheduler over the same link.
+        self.pool = BrowserPool(
+            browser_path=settings.browser_path,
+            headless=settings.headless,
+            accounts=AccountStates(source=self.link),
+        )
+        self._runner = SessionRunner(pool=self.pool, node_id=self.node_id)
         self._reporter = ResultReporter(
             link=self.link,
             batch_size=settings.report_batch_size,
@@ -119,7 +125,13 @@ class BrowserNode:
         self.worker.start()
         await self._health.set_serving(True)
         self.serving.set()
-        logger.info("node %s up: %d slot(s), health on %s", self.node_id, self._slots, self.address)
+        logger.info(
+            "node %s up: %d slot(s), health on %s, artifacts in %s",
+            self.node_id,
+            self._slots,
+            self.address,
+            self._runner.artifacts.root,
+        )
 
     async def _start_browser(self) -> None:
         backoff = Backoff(initial=timedelta(seconds=5), maximum=timedelta(minutes=1))
