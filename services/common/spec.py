@@ -71,7 +71,7 @@ class _Model(BaseModel):
 class _NestedFieldError(ValueError):
     """A check on the whole spec that is about one nested field: parse_spec reports it there."""
 
-    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
         super().__init__(message)
         self.loc = loc
 
@@ -89,6 +89,9 @@ def _check_timezone(value: str) -> str:
 def _check_pattern(value: str) -> str:
     """URL patterns are globs, or regular expressions written /like this/."""
     if len(value) > 2 and value.startswith("/") and value.endswith("/"):
+        if len(value) > 202:
+            # Patterns run on the nodes; keep them small enough to reason about.
+            raise ValueError("a /regex/ pattern is at most 200 characters")
         try:
             re.compile(value[1:-1])
         except re.error as error:
@@ -464,6 +467,18 @@ class RunSpec(_Model):
                     ("pacing", "phases"),
                     f"the phases place only {placed} of {self.sessions} sessions",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _screenshots_kept(self) -> RunSpec:
+        if self.artifacts == "never":
+            for index, step in enumerate(self.steps):
+                if step.screenshot is not None:
+                    raise _NestedFieldError(
+                        ("steps", index, "screenshot"),
+                        "artifacts is 'never', so the screenshot would be dropped; "
+                        "set artifacts to on_failure or always",
+                    )
         return self
 
     @property

@@ -75,3 +75,44 @@ def test_session_timeout_bounds() -> None:
 def test_no_targets_is_refused() -> None:
     """An empty target list is refused."""
     assert refusal({"targets": [], "sessions": 1}).field == "spec.targets"
+
+
+def test_invalid_step_names_index_field_and_reason() -> None:
+    """A step missing its selector is refused as spec.steps[N].<action>.<field>."""
+    error = refusal({"targets": [LOCAL], "sessions": 1, "steps": [{"goto": {}}, {"click": {}}]})
+    assert (error.field, error.reason) == ("spec.steps[1].click.selector", "Field required")
+
+
+def test_step_with_two_actions_is_refused() -> None:
+    """Each step has exactly one action."""
+    error = refusal(
+        {
+            "targets": [LOCAL],
+            "sessions": 1,
+            "steps": [{"click": {"selector": "a"}, "hover": {"selector": "a"}}],
+        }
+    )
+    assert error.field == "spec.steps[0]"
+    assert "exactly one action" in error.reason
+
+
+def test_screenshot_needs_an_artifact_policy_that_keeps_it() -> None:
+    """A screenshot step under artifacts: never is refused rather than silently dropped."""
+    error = refusal({"targets": [LOCAL], "sessions": 1, "steps": [{"screenshot": {}}]})
+    assert error.field == "spec.steps[0].screenshot"
+
+
+def test_unknown_device_is_refused() -> None:
+    """Matrix devices must be Playwright device names."""
+    error = refusal(
+        {"targets": [LOCAL], "sessions": 1, "matrix": {"devices": [{"name": "Nokia 3310"}]}}
+    )
+    assert error.field == "spec.matrix.devices[0].name"
+
+
+def test_long_regex_pattern_is_refused() -> None:
+    """URL /regex/ patterns are bounded, since nodes evaluate them."""
+    error = refusal(
+        {"targets": [LOCAL], "sessions": 1, "steps": [{"wait_for": {"url": "/" + "a" * 300 + "/"}}]}
+    )
+    assert error.field == "spec.steps[0].wait_for"
