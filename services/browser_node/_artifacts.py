@@ -7,14 +7,11 @@ the reference stays valid whatever the store's root on a given host.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-# NodeSettings is shared with other services; the node reads its artifact folder itself.
-ARTIFACT_DIR_ENV = "SMARTFLEET_ARTIFACT_DIR"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -24,15 +21,15 @@ def _component(value: str) -> str:
 
 
 def default_artifact_dir() -> Path:
-    configured = os.environ.get(ARTIFACT_DIR_ENV, "").strip()
-    return Path(configured) if configured else Path(tempfile.gettempdir()) / "smartfleet-artifacts"
+    return Path(tempfile.gettempdir()) / "smartfleet-artifacts"
 
 
 class ArtifactStore:
-    """A directory of artifacts (default: $SMARTFLEET_ARTIFACT_DIR, else <tmp>/smartfleet-artifacts)."""
+    """A directory of artifacts (the node's `artifact_dir` setting, else <tmp>/smartfleet-artifacts)."""
 
     def __init__(self, root: Path | str | None = None) -> None:
-        self.root = Path(root) if root is not None else default_artifact_dir()
+        configured = str(root).strip() if root is not None else ""
+        self.root = Path(configured) if configured else default_artifact_dir()
 
     def key(
         self, *, run_id: str, job_id: str, attempt: int, name: str, suffix: str = ".png"

@@ -1,7 +1,14 @@
-"""Pulls job envelopes from the pool's durable consumer and runs each in a slot.
+"""Pulls job envelopes from the durable consumers of the node's pools and runs each in a slot.
 
-A message is acked only after the scheduler stored its result; while a session runs the
-message's ack timer is kept alive with `in_progress`; on shutdown what cannot finish is naked.
+A node serves its engine's plain pool and the pool of every subset of its labels (`chromium`,
+`chromium.region_eu`); all of them share the node's slots. A message is acked only after the
+scheduler stored its result; while a session runs the message's ack timer is kept alive with
+`in_progress`; on shutdown what cannot finish is naked.
+
+Fetching: a pool whose last fetch brought messages is asked for a share of the free slots
+(rotating which pool comes first) with a short timeout; every other pool holds a lingering
+fetch of one message, so work arriving anywhere is seen at once. What arrives beyond the free
+slots is naked at once (no delay) for another node or a later fetch.
 """
 
 from __future__ import annotations
@@ -9,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -30,11 +38,18 @@ from services.common.types import JobEnvelope, SessionResult
 logger = logging.getLogger(__name__)
 
 _NATS_TIMEOUT = 5.0
-# Consecutive fetch errors before the subscription is rebuilt (nats.py issue #504).
+# How long a pool that just had messages is asked before it counts as empty again: its fetch
+# answers at once while it has work, and holds the slots it asked for only this long if not.
+_BUSY_FETCH_TIMEOUT = timedelta(milliseconds=100)
+# Consecutive fetch errors of a pool before its subscription is rebuilt (nats.py issue #504).
 _REBIND_AFTER_ERRORS = 3
-# Empty fetches (about a second each) between checks that the subscription still receives.
+# Empty fetches of a pool between checks that its subscription still receives.
 _STALL_CHECK_EVERY = 30
 _REMEMBER_CANCELLED_RUNS = 1024
+
+
+def _retry_backoff() -> Backoff:
+    return Backoff(initial=timedelta(milliseconds=200), maximum=timedelta(seconds=5))
 
 
 @dataclass(slots=True, eq=False)
@@ -44,14 +59,33 @@ class _InFlight:
     session: asyncio.Task[SessionResult] | None = None
 
 
+@dataclass(slots=True, eq=False)
+class _Pool:
+    """One pool's durable consumer, its subscription, and the one operation running on it."""
+
+    name: str
+    consumer: str
+    ack_wait: timedelta = timedelta(seconds=30)
+    psub: JetStreamContext.PullSubscription | None = None
+    # A fetch (returns its messages) or binding, backing off, checking (returns None).
+    op: asyncio.Task[list[Msg] | None] | None = None
+    # Free slots the fetch in flight asked for; a lingering one-message fetch claims none.
+    claimed: int = 0
+    # The last fetch brought messages: ask for free slots rather than for one message.
+    busy: bool = False
+    errors: int = 0
+    empty: int = 0
+    backoff: Backoff = field(default_factory=_retry_backoff)
+
+
 class JobWorker:
-    """Fetches at most the free slots from the pool consumer and handles each message in a task."""
+    """Fetches at most the free slots from its pools' consumers and handles each message in a task."""
 
     def __init__(
         self,
         *,
         js: JetStreamContext,
-        pool: str,
+        pools: Sequence[str],
         runner: SessionRunner,
         reporter: ResultReporter,
         slots: int,
@@ -59,17 +93,21 @@ class JobWorker:
         ready: asyncio.Event,
         fetch_timeout: timedelta = timedelta(seconds=1),
     ) -> None:
+        if not pools:
+            raise ValueError("a job worker needs at least one pool")
         self._js = js
-        self._pool = pool
-        self._consumer = pool_consumer(pool)
+        self._pools = [
+            _Pool(name=name, consumer=pool_consumer(name)) for name in dict.fromkeys(pools)
+        ]
+        # Which pool is asked first turns round after every fetch round.
+        self._rotation = deque(self._pools)
         self._runner = runner
         self._reporter = reporter
         self._slots = max(1, slots)
         self._grace = shutdown_grace
         self._ready = ready
         self._fetch_timeout = fetch_timeout
-        self._ack_wait = timedelta(seconds=30)
-        self._psub: JetStreamContext.PullSubscription | None = None
+        self._busy_fetch_timeout = min(_BUSY_FETCH_TIMEOUT, fetch_timeout)
         self._task: asyncio.Task[None] | None = None
         self._handlers: dict[asyncio.Task[None], _InFlight] = {}
         self._cancelled_runs: OrderedDict[str, None] = OrderedDict()
@@ -78,7 +116,12 @@ class JobWorker:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Set once every pool's consumer is bound.
         self.bound = asyncio.Event()
+
+    @property
+    def pools(self) -> tuple[str, ...]:
+        return tuple(pool.name for pool in self._pools)
 
     @property
     def slots(self) -> int:
@@ -101,9 +144,7 @@ class JobWorker:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"worker-{self._pool}"
-            )
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="job-worker")
 
     def set_slots(self, slots: int) -> None:
         """Dynamic concurrency: takes effect at the next fetch; running sessions are not stopped."""
@@ -159,46 +200,129 @@ class JobWorker:
                 for handler in unfinished:
                     handler.cancel()
                 await asyncio.gather(*unfinished, return_exceptions=True)
-        await self._unsubscribe()
+        for pool in self._pools:
+            await self._unsubscribe(pool)
+
+    # --- the fetch loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
         await self._wait_or_stop(self._ready.wait())
-        psub = await self._bind()
-        errors = 0
-        empty = 0
-        backoff = Backoff(initial=timedelta(milliseconds=200), maximum=timedelta(seconds=5))
-        while psub is not None and not self._stopping.is_set():
-            self._wake.clear()
-            free = self.free
-            if free <= 0:
-                await self._wait_or_stop(self._wake.wait(), timeout=self._fetch_timeout)
-                continue
-            try:
-                messages = await psub.fetch(batch=free, timeout=self._fetch_timeout.total_seconds())
-            except TimeoutError:  # nats.errors.TimeoutError too: nothing arrived
-                errors = 0
-                empty += 1
-                if empty % _STALL_CHECK_EVERY == 0 and await self._stalled():
-                    psub = await self._rebind()
-                continue
-            except (nats.errors.Error, OSError) as error:
-                errors += 1
-                logger.warning(
-                    "fetch from %s failed (%d in a row): %s", self._consumer, errors, error
-                )
-                await self._wait_or_stop(asyncio.sleep(backoff.next().total_seconds()))
-                if errors >= _REBIND_AFTER_ERRORS:
-                    psub = await self._rebind()
-                    errors = 0
-                continue
-            errors = empty = 0
-            backoff.reset()
-            for message in messages:
-                await self._dispatch(message)
+        if self._stopping.is_set():
+            return
+        for pool in self._pools:
+            self._begin(pool, self._bind(pool), "bind")
+        try:
+            while not self._stopping.is_set():
+                self._wake.clear()
+                self._start_fetches()
+                await self._wait_for_pools()
+                await self._collect()
+            # Fetches in flight end within their timeout; what they bring is naked.
+            running = [pool.op for pool in self._pools if pool.op is not None]
+            if running:
+                await asyncio.wait(running)
+            await self._collect()
+        finally:
+            running = [pool.op for pool in self._pools if pool.op is not None]
+            for op in running:
+                op.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
-    async def _dispatch(self, message: Msg) -> None:
-        if not self._accepting:
-            # Fetched just as the node began draining or stopping: another node can have it now.
+    def _start_fetches(self) -> None:
+        """Give every idle pool a fetch while slots are free, sharing the free slots fairly."""
+        free = self.free
+        if free <= 0:
+            return
+        idle = [pool for pool in self._rotation if pool.op is None and pool.psub is not None]
+        unclaimed = free - sum(pool.claimed for pool in self._pools)
+        busy = [pool for pool in idle if pool.busy]
+        for index, pool in enumerate(busy):
+            if unclaimed <= 0:
+                break  # it is asked again once slots free up or a fetch gives its claim back
+            share = -(-unclaimed // (len(busy) - index))  # a fair share of what is left, rounded up
+            unclaimed -= share
+            self._begin_fetch(pool, batch=share, claim=share, timeout=self._busy_fetch_timeout)
+            # The pool asked least recently comes first next time.
+            self._rotation.remove(pool)
+            self._rotation.append(pool)
+        for pool in idle:
+            if not pool.busy:
+                # Lingers until a message arrives: claims no slot, a surplus one is naked.
+                self._begin_fetch(pool, batch=1, claim=0, timeout=self._fetch_timeout)
+
+    def _begin_fetch(self, pool: _Pool, *, batch: int, claim: int, timeout: timedelta) -> None:
+        psub = pool.psub
+        assert psub is not None
+
+        async def fetch() -> list[Msg] | None:
+            return await psub.fetch(batch=batch, timeout=timeout.total_seconds())
+
+        pool.claimed = claim
+        self._begin(pool, fetch(), "fetch")
+
+    def _begin(
+        self, pool: _Pool, operation: Coroutine[Any, Any, list[Msg] | None], what: str
+    ) -> None:
+        pool.op = asyncio.get_running_loop().create_task(operation, name=f"{what}-{pool.name}")
+
+    async def _wait_for_pools(self) -> None:
+        """Until a pool's operation ends, a slot frees up, or the worker stops."""
+        running = {pool.op for pool in self._pools if pool.op is not None}
+        wake = asyncio.ensure_future(self._wake.wait())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait(
+                {*running, wake, stop},
+                timeout=self._fetch_timeout.total_seconds(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for waiter in (wake, stop):
+                waiter.cancel()
+            await asyncio.gather(wake, stop, return_exceptions=True)
+
+    async def _collect(self) -> None:
+        """Take the outcome of every finished pool operation: dispatch messages, count errors."""
+        for pool in list(self._rotation):
+            op = pool.op
+            if op is None or not op.done():
+                continue
+            pool.op = None
+            pool.claimed = 0
+            if op.cancelled():
+                continue
+            error = op.exception()
+            if error is None:
+                messages = op.result()
+                if messages is not None:
+                    pool.busy = True
+                    pool.errors = pool.empty = 0
+                    pool.backoff.reset()
+                    for message in messages:
+                        await self._dispatch(pool, message)
+            elif isinstance(error, TimeoutError):  # nats.errors.TimeoutError too: nothing arrived
+                pool.busy = False
+                pool.errors = 0
+                pool.empty += 1
+                if pool.empty % _STALL_CHECK_EVERY == 0 and not self._stopping.is_set():
+                    self._begin(pool, self._check_stalled(pool), "check")
+            else:
+                pool.busy = False
+                pool.errors += 1
+                logger.warning(
+                    "%s of %s failed (%d in a row): %s",
+                    op.get_name().split("-", 1)[0],
+                    pool.consumer,
+                    pool.errors,
+                    error or type(error).__name__,
+                )
+                if not self._stopping.is_set():
+                    self._begin(pool, self._recover(pool), "recover")
+
+    async def _dispatch(self, pool: _Pool, message: Msg) -> None:
+        if self.free <= 0:
+            # Beyond the free slots (the pools share them), or fetched just as the node began
+            # draining or stopping: another node, or a later fetch, can have it now.
             await self._settle(message.nak(), "nak")
             return
         try:
@@ -211,7 +335,7 @@ class JobWorker:
             return
         item = _InFlight(envelope=envelope, started_at=datetime.now(UTC))
         handler = asyncio.get_running_loop().create_task(
-            self._handle(message, item), name=f"job-{envelope.job_id}:{envelope.attempt}"
+            self._handle(pool, message, item), name=f"job-{envelope.job_id}:{envelope.attempt}"
         )
         self._handlers[handler] = item
         self._idle.clear()
@@ -225,9 +349,9 @@ class JobWorker:
         if not handler.cancelled() and handler.exception() is not None:
             logger.error("job handler failed", exc_info=handler.exception())
 
-    async def _handle(self, message: Msg, item: _InFlight) -> None:
+    async def _handle(self, pool: _Pool, message: Msg, item: _InFlight) -> None:
         envelope = item.envelope
-        keep_alive = asyncio.get_running_loop().create_task(self._keep_alive(message))
+        keep_alive = asyncio.get_running_loop().create_task(self._keep_alive(pool, message))
         try:
             result = await self._run_session(item)
             try:
@@ -239,7 +363,7 @@ class JobWorker:
                 await self._settle(message.ack(), "ack")
             else:
                 # The scheduler answered but did not store it: let the message come back later.
-                await self._settle(message.nak(delay=self._ack_wait.total_seconds()), "nak")
+                await self._settle(message.nak(delay=pool.ack_wait.total_seconds()), "nak")
         except asyncio.CancelledError:
             logger.info("giving back job %s attempt %d", envelope.job_id, envelope.attempt)
             await self._settle(message.nak(), "nak")
@@ -260,8 +384,8 @@ class JobWorker:
                 raise  # the worker is stopping: not a run cancellation
             return self._runner.cancelled(envelope, started_at=item.started_at)
 
-    async def _keep_alive(self, message: Msg) -> None:
-        interval = max(0.1, self._ack_wait.total_seconds() / 3)
+    async def _keep_alive(self, pool: _Pool, message: Msg) -> None:
+        interval = max(0.1, pool.ack_wait.total_seconds() / 3)
         while True:
             await asyncio.sleep(interval)
             with contextlib.suppress(nats.errors.Error, OSError):
@@ -274,54 +398,71 @@ class JobWorker:
             # JetStream redelivers after the ack wait; nothing is lost, only delayed.
             logger.warning("could not %s a message: %s", what, error)
 
-    async def _bind(self) -> JetStreamContext.PullSubscription | None:
+    # --- binding and recovering, one pool at a time ----------------------------------------------
+
+    async def _bind(self, pool: _Pool) -> list[Msg] | None:
         """Bind to the pool's durable consumer, waiting until the scheduler created it."""
-        backoff = Backoff(initial=timedelta(milliseconds=200), maximum=timedelta(seconds=5))
+        backoff = _retry_backoff()
         waiting_logged = False
         while not self._stopping.is_set():
             try:
-                info = await self._js.consumer_info(STREAM, self._consumer, timeout=_NATS_TIMEOUT)
-                self._psub = await self._js.pull_subscribe_bind(
-                    consumer=self._consumer, stream=STREAM
+                info = await self._js.consumer_info(STREAM, pool.consumer, timeout=_NATS_TIMEOUT)
+                pool.psub = await self._js.pull_subscribe_bind(
+                    consumer=pool.consumer, stream=STREAM
                 )
             except NotFoundError:
                 if not waiting_logged:
-                    logger.info("waiting for the scheduler to create consumer %s", self._consumer)
+                    logger.info("waiting for the scheduler to create consumer %s", pool.consumer)
                     waiting_logged = True
             except (nats.errors.Error, OSError, TimeoutError) as error:
-                logger.warning("cannot bind consumer %s yet: %s", self._consumer, error)
+                logger.warning("cannot bind consumer %s yet: %s", pool.consumer, error)
             else:
                 if info.config.ack_wait:
-                    self._ack_wait = timedelta(seconds=info.config.ack_wait)
+                    pool.ack_wait = timedelta(seconds=info.config.ack_wait)
                 logger.info(
-                    "taking jobs from %s/%s with %d slot(s), ack wait %.0fs",
+                    "taking jobs from %s/%s (%d pool(s) share %d slot(s)), ack wait %.0fs",
                     STREAM,
-                    self._consumer,
+                    pool.consumer,
+                    len(self._pools),
                     self._slots,
-                    self._ack_wait.total_seconds(),
+                    pool.ack_wait.total_seconds(),
                 )
-                self.bound.set()
-                return self._psub
+                if all(each.psub is not None for each in self._pools):
+                    self.bound.set()
+                return None
             await self._wait_or_stop(asyncio.sleep(backoff.next().total_seconds()))
         return None
 
-    async def _rebind(self) -> JetStreamContext.PullSubscription | None:
-        logger.warning("rebinding consumer %s", self._consumer)
-        await self._unsubscribe()
-        return await self._bind()
+    async def _recover(self, pool: _Pool) -> list[Msg] | None:
+        """Back off after a failed fetch; rebind after several in a row."""
+        await self._wait_or_stop(asyncio.sleep(pool.backoff.next().total_seconds()))
+        if pool.errors >= _REBIND_AFTER_ERRORS and not self._stopping.is_set():
+            pool.errors = 0
+            await self._rebind(pool)
+        return None
 
-    async def _stalled(self) -> bool:
+    async def _check_stalled(self, pool: _Pool) -> list[Msg] | None:
+        if await self._stalled(pool):
+            await self._rebind(pool)
+        return None
+
+    async def _rebind(self, pool: _Pool) -> None:
+        logger.warning("rebinding consumer %s", pool.consumer)
+        await self._unsubscribe(pool)
+        await self._bind(pool)
+
+    async def _stalled(self, pool: _Pool) -> bool:
         """Messages wait but none reach us: the subscription may be dead after a server restart."""
         try:
-            info = await self._js.consumer_info(STREAM, self._consumer, timeout=_NATS_TIMEOUT)
+            info = await self._js.consumer_info(STREAM, pool.consumer, timeout=_NATS_TIMEOUT)
         except NotFoundError:
             return True
         except (nats.errors.Error, OSError, TimeoutError):
             return False
         return bool(info.num_pending) and self.free > 0
 
-    async def _unsubscribe(self) -> None:
-        psub, self._psub = self._psub, None
+    async def _unsubscribe(self, pool: _Pool) -> None:
+        psub, pool.psub = pool.psub, None
         if psub is not None:
             with contextlib.suppress(nats.errors.Error, OSError, ValueError, TimeoutError):
                 await asyncio.wait_for(psub.unsubscribe(), _NATS_TIMEOUT)

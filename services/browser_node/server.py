@@ -13,6 +13,7 @@ from nats.aio.client import Client as NatsClient
 
 from services import __version__
 from services.browser_node._accounts import AccountStates
+from services.browser_node._artifacts import ArtifactStore
 from services.browser_node._backoff import Backoff
 from services.browser_node._host import cpu_percent, rss_bytes
 from services.browser_node._link import (
@@ -27,7 +28,7 @@ from services.browser_node._pool import BrowserPool
 from services.browser_node._reporter import ResultReporter
 from services.browser_node._session import ENGINE, SessionRunner
 from services.browser_node._worker import JobWorker
-from services.common.bus import connect
+from services.common.bus import connect, node_pools
 from services.common.config import NodeSettings
 from services.common.errors import SmartfleetError
 from services.common.grpc_server import ServiceServer, write_ready_file
@@ -47,7 +48,8 @@ class BrowserNode:
 
     Start-up order matters: the health endpoint answers at once (NOT_SERVING); the browser is
     launched next and, until it runs, the node takes no jobs and keeps retrying; then NATS, the
-    scheduler registration, and the worker binding the pool's consumer once registered.
+    scheduler registration, and the worker binding the consumers of every pool it serves (its
+    engine alone and with each subset of its labels) once registered.
     """
 
     def __init__(self, *, settings: NodeSettings) -> None:
@@ -65,8 +67,12 @@ class BrowserNode:
             browser_path=settings.browser_path,
             headless=settings.headless,
             accounts=AccountStates(source=self.link),
+            max_account_browsers=settings.account_browsers,
+            account_idle=settings.account_browser_idle,
         )
-        self._runner = SessionRunner(pool=self.pool, node_id=self.node_id)
+        self._runner = SessionRunner(
+            pool=self.pool, node_id=self.node_id, artifacts=ArtifactStore(settings.artifact_dir)
+        )
         self._reporter = ResultReporter(
             link=self.link,
             batch_size=settings.report_batch_size,
@@ -115,7 +121,7 @@ class BrowserNode:
         self.link.start()
         self.worker = JobWorker(
             js=self._nats.jetstream(),
-            pool=ENGINE,
+            pools=node_pools((ENGINE,), self._settings.labels),
             runner=self._runner,
             reporter=self._reporter,
             slots=self._slots,

@@ -7,7 +7,7 @@ import socket
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.durations import parse_duration
@@ -61,11 +61,16 @@ class SchedulerSettings(_Base):
         return _split(self.nats_url)
 
 
+# The scheduler refuses nodes with more (a node serves every subset: 2**4 pools per engine).
+_MAX_NODE_LABELS = 4
+
+
 class NodeSettings(_Base):
     node_id: str = Field(default_factory=lambda: socket.gethostname())
     node_host: str = Field(default_factory=lambda: socket.gethostname())
     # 0 sizes the slots from the host's CPUs.
     node_slots: int = 0
+    # Placement labels `k=v,k2=v2` (at most 4): the node also serves each engine's labelled pools.
     node_labels: str = ""
     node_listen: str = "127.0.0.1:0"
     scheduler_addr: str = "127.0.0.1:50052"
@@ -76,6 +81,21 @@ class NodeSettings(_Base):
     report_batch_size: int = 64
     report_linger: Duration = timedelta(milliseconds=20)
     shutdown_grace: Duration = timedelta(seconds=20)
+    # Where session artifacts go; unset: <temp dir>/smartfleet-artifacts.
+    artifact_dir: str | None = None
+    # Browsers kept open for accounts (least recently used closes first), and their idle timeout.
+    account_browsers: int = Field(default=8, ge=1)
+    account_browser_idle: Duration = timedelta(minutes=5)
+
+    @field_validator("node_labels")
+    @classmethod
+    def _check_labels(cls, value: str) -> str:
+        items = _split(value)
+        if any("=" not in item or not item.split("=", 1)[0].strip() for item in items):
+            raise ValueError("node labels are `key=value` pairs separated by commas")
+        if len(items) > _MAX_NODE_LABELS:
+            raise ValueError(f"at most {_MAX_NODE_LABELS} node labels")
+        return value
 
     @property
     def labels(self) -> dict[str, str]:

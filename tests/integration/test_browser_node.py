@@ -23,16 +23,24 @@ from nats.js import JetStreamContext
 from demo.site import DemoSite
 from services import __version__
 from services.browser_node import BrowserNode, BrowserPool, SessionRunner
-from services.common.bus import STREAM, JobBus, message_id, pool_consumer, pool_subject
+from services.common.bus import (
+    STREAM,
+    JobBus,
+    message_id,
+    node_pools,
+    pool_consumer,
+    pool_subject,
+)
 from services.common.config import NodeSettings
 from services.common.contracts import envelope_to_bytes, result_from_pb
 from services.common.nats_server import EmbeddedNatsServer
-from services.common.types import ErrorClass, JobEnvelope, Outcome, SessionResult
+from services.common.types import Cell, ErrorClass, JobEnvelope, Outcome, SessionResult
 from smartfleet.v1 import node_pb2, node_pb2_grpc
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(45)]
 
 POOL = "chromium"
+EU_POOL = "chromium.region_eu"
 ACK_WAIT = timedelta(seconds=5)
 
 
@@ -60,7 +68,7 @@ def runner(pool: BrowserPool) -> SessionRunner:
 
 
 class FakeScheduler(node_pb2_grpc.NodeLinkServicer):
-    """A real NodeLink server that, like the scheduler, creates the pool consumer on Register."""
+    """A real NodeLink server that, like the scheduler, creates the node's pool consumers on Register."""
 
     def __init__(self, js: JetStreamContext) -> None:
         self._bus = JobBus(js, ack_wait=ACK_WAIT)
@@ -75,7 +83,8 @@ class FakeScheduler(node_pb2_grpc.NodeLinkServicer):
 
     async def Register(self, request: Any, context: Any) -> node_pb2.RegisterNodeResponse:
         await self._bus.ensure_stream()
-        await self._bus.ensure_pool(POOL)
+        for pool in node_pools(request.info.engines, dict(request.info.labels)):
+            await self._bus.ensure_pool(pool)
         self.known.add(request.info.node_id)
         self.registrations += 1
         return node_pb2.RegisterNodeResponse(heartbeat_interval_s=0.2)
@@ -148,9 +157,9 @@ def envelope(url: str, *, job_id: str = "job-1", timeout: float = 10, **fields: 
     return JobEnvelope(**values)
 
 
-async def publish(js: JetStreamContext, job: JobEnvelope) -> None:
+async def publish(js: JetStreamContext, job: JobEnvelope, pool: str = POOL) -> None:
     await js.publish(
-        pool_subject(POOL),
+        pool_subject(pool),
         envelope_to_bytes(job),
         stream=STREAM,
         headers={"Nats-Msg-Id": message_id(job.job_id, job.attempt)},
@@ -524,6 +533,84 @@ async def test_node_follows_slots_and_drain_commands(
         await publish(js, envelope(f"{demo_site.url}/"))
         await asyncio.sleep(1.5)
         assert fake.results == {} and await stream_messages(js) == 1
+
+
+def max_overlap(results: Any) -> int:
+    """The most sessions that ran at the same moment, from their start and finish times."""
+    edges = sorted(
+        [(result.started_at, 1) for result in results]
+        + [(result.finished_at, -1) for result in results]
+    )
+    running = peak = 0
+    for _, step in edges:  # at a tie a finish (-1) sorts first
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+async def test_labelled_node_takes_jobs_of_every_pool_within_its_slots(
+    node_env: Callable[..., NodeSettings],
+    scheduler: tuple[FakeScheduler, str],
+    nc: NatsClient,
+    demo_site: DemoSite,
+) -> None:
+    """A node labelled region=eu runs jobs of `chromium` and `chromium.region_eu`, never over its slots."""
+    fake, _ = scheduler
+    js = nc.jetstream()
+    # A backlog in both pools before the node comes up (the scheduler made them for a node
+    # like it before), so the node could take more than its slots at once if it were careless.
+    bus = JobBus(js, ack_wait=ACK_WAIT)
+    await bus.ensure_stream()
+    for pool in node_pools([POOL], {"region": "eu"}):
+        await bus.ensure_pool(pool)
+    eu = Cell(labels=(("region", "eu"),))
+    jobs = [(f"job-{n}", EU_POOL if n % 2 else POOL) for n in range(6)]
+    for number, (job_id, pool) in enumerate(jobs):
+        job = envelope(
+            f"{demo_site.url}/slow?ms=600",
+            job_id=job_id,
+            index=number,
+            cell=eu if pool == EU_POOL else Cell(),
+        )
+        await publish(js, job, pool)
+    async with BrowserNode(settings=node_env(node_slots=2, node_labels="region=eu")) as node:
+        await eventually(lambda: len(fake.results) == len(jobs), what="all results")
+        assert node.worker is not None and node.worker.pools == (POOL, EU_POOL)
+        await eventually(lambda: stream_empty(js), what="every message acked")
+    assert all(result.outcome is Outcome.OK for result in fake.results.values())
+    assert max_overlap(fake.results.values()) == 2
+    for pool in (POOL, EU_POOL):
+        info = await js.consumer_info(STREAM, pool_consumer(pool))
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+        assert info.delivered.consumer_seq >= 3
+
+
+async def test_unlabelled_node_never_takes_labelled_jobs(
+    node_env: Callable[..., NodeSettings],
+    scheduler: tuple[FakeScheduler, str],
+    nc: NatsClient,
+    demo_site: DemoSite,
+) -> None:
+    """A node without region=eu leaves the jobs of `chromium.region_eu` waiting in the stream."""
+    fake, _ = scheduler
+    js = nc.jetstream()
+    async with BrowserNode(settings=node_env()) as node:
+        await eventually(
+            lambda: node.worker is not None and node.worker.bound.is_set(), what="bind"
+        )
+        assert node.worker is not None and node.worker.pools == (POOL,)
+        # As if a labelled node had registered: the labelled pool's consumer exists.
+        await JobBus(js, ack_wait=ACK_WAIT).ensure_pool(EU_POOL)
+        eu = Cell(labels=(("region", "eu"),))
+        await publish(js, envelope(f"{demo_site.url}/", job_id="eu-job", cell=eu), EU_POOL)
+        await publish(js, envelope(f"{demo_site.url}/about", job_id="plain-job"))
+        await eventually(lambda: ("plain-job", 1) in fake.results, what="the plain job's result")
+        await asyncio.sleep(0.5)
+        assert set(fake.results) == {("plain-job", 1)}
+    info = await js.consumer_info(STREAM, pool_consumer(EU_POOL))
+    assert info.num_pending == 1 and info.num_ack_pending == 0
+    assert info.delivered.consumer_seq == 0
+    assert await stream_messages(js) == 1
 
 
 async def test_node_keeps_taking_jobs_after_nats_restart(

@@ -18,6 +18,7 @@ from services.browser_node._artifacts import ArtifactStore, default_artifact_dir
 from services.browser_node._emulation import UnknownDevice, context_options
 from services.browser_node._failures import navigation_error_class
 from services.browser_node._patterns import dwell_duration, resolve_url, url_matches
+from services.common.config import NodeSettings
 from services.common.spec import DwellStep
 from services.common.types import Cell, ErrorClass, Geolocation
 
@@ -192,10 +193,12 @@ def test_artifact_keys_stay_inside_the_store(tmp_path: Path) -> None:
 
 
 def test_artifact_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """SMARTFLEET_ARTIFACT_DIR picks the folder; unset, a folder under the temp dir."""
+    """SMARTFLEET_ARTIFACT_DIR sets the node's artifact_dir; unset, a folder under the temp dir."""
     monkeypatch.setenv("SMARTFLEET_ARTIFACT_DIR", str(tmp_path))
-    assert default_artifact_dir() == tmp_path
+    assert ArtifactStore(NodeSettings().artifact_dir).root == tmp_path
     monkeypatch.delenv("SMARTFLEET_ARTIFACT_DIR")
+    assert NodeSettings().artifact_dir is None
+    assert ArtifactStore(None).root == default_artifact_dir()
     assert default_artifact_dir().name == "smartfleet-artifacts"
 
 
