@@ -248,6 +248,20 @@ def jobs(
     console.print(jobs_table(found))
 
 
+RESULT_TABLE_COLUMNS = (
+    "index",
+    "attempt",
+    "outcome",
+    "http_status",
+    "duration_ms",
+    "cell",
+    "final_url",
+)
+# Short headers so the table fits a narrow terminal; only cell and URL give way.
+RESULT_TABLE_HEADERS = {"index": "#", "attempt": "TRY", "http_status": "HTTP", "duration_ms": "MS"}
+RESULT_TABLE_MAX_WIDTH = {"cell": 26, "final_url": 36}
+
+
 class ResultFormat(StrEnum):
     table = "table"
     jsonl = "jsonl"
@@ -274,31 +288,15 @@ def results(
         if fmt is ResultFormat.table:
             rows = [result_row(r) for r, _ in zip(stream, range(limit or 50), strict=False)]
             table = Table(box=None, pad_edge=False, header_style="bold")
-            for column in (
-                "job_id",
-                "attempt",
-                "outcome",
-                "http_status",
-                "duration_ms",
-                "cell",
-                "final_url",
-            ):
-                table.add_column(column.upper())
-            for row in rows:
-                table.add_row(
-                    *(
-                        str(row[column])
-                        for column in (
-                            "job_id",
-                            "attempt",
-                            "outcome",
-                            "http_status",
-                            "duration_ms",
-                            "cell",
-                            "final_url",
-                        )
-                    )
+            for column in RESULT_TABLE_COLUMNS:
+                table.add_column(
+                    RESULT_TABLE_HEADERS.get(column, column.upper()),
+                    no_wrap=column not in RESULT_TABLE_MAX_WIDTH,
+                    overflow="ellipsis",
+                    max_width=RESULT_TABLE_MAX_WIDTH.get(column),
                 )
+            for row in rows:
+                table.add_row(*(str(row[column]) for column in RESULT_TABLE_COLUMNS))
             console.print(table)
             if total > len(rows):
                 err_console.print(
