@@ -101,6 +101,15 @@ class FleetClient:
         response = self._unary(self._stub.ListNodes, node_pb2.ListNodesRequest())
         return list(response.nodes)
 
+    def cordon_node(self, node_id: str) -> node_pb2.Node:
+        return self._unary(self._stub.CordonNode, node_pb2.NodeRef(node_id=node_id))
+
+    def drain_node(self, node_id: str) -> node_pb2.Node:
+        return self._unary(self._stub.DrainNode, node_pb2.NodeRef(node_id=node_id))
+
+    def uncordon_node(self, node_id: str) -> node_pb2.Node:
+        return self._unary(self._stub.UncordonNode, node_pb2.NodeRef(node_id=node_id))
+
     def watch_run(self, run_id: str) -> Iterator[runs_pb2.Run]:
         """Snapshots of the run until it is final; re-opens the stream when a segment ends."""
         delivered = False

@@ -201,6 +201,37 @@ def stats_summary(stats: runs_pb2.RunStats) -> str:
     )
 
 
+def metric_text(name: str, value: float) -> str:
+    """A measurement as people read it: durations in ms/s, CLS unitless, bytes in KB/MB."""
+    if name.endswith("_ms"):
+        return ms_text(value)
+    if name == "cls":
+        return f"{value:.3f}"
+    if name == "bytes":
+        for unit, size in (("MB", 1_000_000), ("KB", 1_000)):
+            if value >= size:
+                return f"{value / size:.1f} {unit}"
+        return f"{value:.0f} B"
+    return f"{value:.0f}"
+
+
+def metrics_table(stats: runs_pb2.RunStats) -> Table:
+    """Percentiles of the session measurements (Web Vitals, load, bytes, requests)."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("METRIC")
+    for column in ("P50", "P95", "P99", "N"):
+        table.add_column(column, justify="right")
+    for metric in stats.metrics:
+        table.add_row(
+            metric.name,
+            metric_text(metric.name, metric.p50),
+            metric_text(metric.name, metric.p95),
+            metric_text(metric.name, metric.p99),
+            str(metric.count),
+        )
+    return table
+
+
 def nodes_table(nodes: Sequence[node_pb2.Node], *, now: datetime | None = None) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("NODE", no_wrap=True)
@@ -208,12 +239,15 @@ def nodes_table(nodes: Sequence[node_pb2.Node], *, now: datetime | None = None) 
     table.add_column("STATE", no_wrap=True)
     for column in ("SLOTS", "BUSY", "FREE"):
         table.add_column(column, justify="right")
-    for column in ("ENGINES", "LABELS", "VERSION"):
+    for column in ("ENGINES", "LABELS", "VERSION", "PLAYWRIGHT", "BROWSER"):
         table.add_column(column)
     table.add_column("HEARTBEAT", no_wrap=True)
     for node in nodes:
         info, load = node.info, node.load
         labels = ",".join(f"{key}={value}" for key, value in sorted(info.labels.items()))
+        browsers = ", ".join(
+            f"{engine} {version}" for engine, version in sorted(info.browser_versions.items())
+        )
         table.add_row(
             info.node_id,
             info.host or "-",
@@ -224,6 +258,8 @@ def nodes_table(nodes: Sequence[node_pb2.Node], *, now: datetime | None = None) 
             ",".join(info.engines) or "-",
             labels or "-",
             info.version or "-",
+            info.playwright_version or "-",
+            browsers or "-",
             age_text(node.last_heartbeat, now=now),
         )
     return table
@@ -289,6 +325,12 @@ RESULT_COLUMNS = (
     "error_class",
     "http_status",
     "duration_ms",
+    "ttfb_ms",
+    "fcp_ms",
+    "lcp_ms",
+    "cls",
+    "bytes",
+    "requests",
     "target_url",
     "final_url",
     "cell",
@@ -310,6 +352,12 @@ def result_row(result: Any) -> dict[str, Any]:
         "error_class": data.get("error_class", "").removeprefix("ERROR_CLASS_").lower(),
         "http_status": result.http_status,
         "duration_ms": round(result.duration_ms, 1),
+        "ttfb_ms": round(result.vitals.ttfb_ms, 1),
+        "fcp_ms": round(result.vitals.fcp_ms, 1),
+        "lcp_ms": round(result.vitals.lcp_ms, 1),
+        "cls": round(result.vitals.cls, 4),
+        "bytes": result.bytes_transferred,
+        "requests": result.request_count,
         "target_url": result.target_url,
         "final_url": result.final_url,
         "cell": result.cell.key,

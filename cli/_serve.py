@@ -132,7 +132,7 @@ def node_serve(
         typer.Option(
             "--slots",
             min=0,
-            help="Sessions at once; 0 sizes from CPUs. [env SMARTFLEET_NODE_SLOTS]",
+            help="Sessions at once; 0 sizes from CPUs and memory. [env SMARTFLEET_NODE_SLOTS]",
         ),
     ] = None,
     labels: Annotated[

@@ -12,6 +12,7 @@ from cli._output import (
     cells_table,
     console,
     message_dict,
+    metrics_table,
     print_json,
     run_duration_text,
     run_status,
@@ -74,6 +75,9 @@ def watch_run(client: FleetClient, run_id: str, *, output: OutputFormat) -> int:
     console.print()
     console.print(stats_table(stats))
     console.print(stats_summary(stats))
+    if stats.metrics:
+        console.print()
+        console.print(metrics_table(stats))
     if len(stats.cells) > 1:
         console.print()
         console.print(cells_table(stats))

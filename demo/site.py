@@ -35,6 +35,12 @@ PAGES = {
         '<li><a href="/slow">Slow page</a></li></ul>',
     ),
     "/about": _page("About", "<p id=about>Served on loopback for demos and tests.</p>"),
+    # A page that logs a console error and throws an uncaught one (the console-error measurement).
+    "/console-error": _page(
+        "Console error",
+        "<p id=console>This page logs an error and throws another.</p>"
+        '<script>console.error("demo error"); throw new Error("demo uncaught error");</script>',
+    ),
     "/products": _page(
         "Products",
         "<ul id=products>"

@@ -71,11 +71,18 @@ class Drain:
 
 
 @dataclass(frozen=True, slots=True)
+class Cordon:
+    """on: take no new jobs; off: take jobs again (also ends a drain)."""
+
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRun:
     run_id: str
 
 
-NodeCommand = SetSlots | Drain | CancelRun
+NodeCommand = SetSlots | Drain | Cordon | CancelRun
 
 
 def _error_from(error: grpc.aio.AioRpcError, call: str) -> SmartfleetError:
@@ -106,6 +113,8 @@ def _command_from_pb(message: node_pb2.NodeCommand) -> NodeCommand | None:
         return SetSlots(message.set_slots)
     if kind == "drain" and message.drain:
         return Drain()
+    if kind == "cordon":
+        return Cordon(message.cordon)
     if kind == "cancel_run":
         return CancelRun(message.cancel_run)
     return None

@@ -10,7 +10,7 @@ from typing import Any
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, Response
 
-from services.common.types import ErrorClass, NavigationTiming, Outcome, StepOutcome
+from services.common.types import ErrorClass, NavigationTiming, Outcome, StepOutcome, WebVitals
 
 _CRASH_MARKERS = ("crash", "has been closed", "browser has disconnected", "target closed")
 
@@ -33,6 +33,11 @@ class Observation:
     steps: list[StepOutcome] = field(default_factory=list)
     extracted: dict[str, Any] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
+    # Of the last document (vitals, bytes) and of the whole session (requests, console errors).
+    vitals: WebVitals = field(default_factory=WebVitals)
+    bytes_transferred: int = 0
+    request_count: int = 0
+    console_errors: list[str] = field(default_factory=list)
 
     def fail(self, outcome: Outcome, error_class: ErrorClass, error: str) -> None:
         self.outcome, self.error_class, self.error = outcome, error_class, error

@@ -68,8 +68,11 @@ class BrowserPool:
         accounts: AccountStates | None = None,
         max_account_browsers: int = 8,
         account_idle: timedelta = timedelta(minutes=5),
+        proxy: str = "",
     ) -> None:
         self._browser_path = browser_path
+        # The node's egress proxy, for the shared browser; account browsers use their account's.
+        self._proxy = proxy
         self._headless = headless
         self._mark_traffic = mark_traffic
         self._recycle_after = recycle_after
@@ -125,7 +128,7 @@ class BrowserPool:
                 self._browser_path, playwright_executable=self._playwright.chromium.executable_path
             )
             async with self._lock(_SHARED):
-                live = await self._launch()
+                live = await self._launch(proxy=self._proxy)
                 self._current = live
             await self._read_identity(live.browser)
         except BaseException:
@@ -234,7 +237,8 @@ class BrowserPool:
                     await self._retire(live)
                     live = None
             if live is None:
-                live = await self._launch(account=account, proxy=state.proxy if state else "")
+                proxy = state.proxy if state is not None else self._proxy
+                live = await self._launch(account=account, proxy=proxy)
                 if account:
                     previous = self._accounts.get(account)
                     if previous is not None:  # only if its lock was pruned mid-handoff; be safe

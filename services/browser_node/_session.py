@@ -18,6 +18,7 @@ from services.browser_node._allowlist import scheme_allowed, target_allowed
 from services.browser_node._artifacts import ArtifactStore
 from services.browser_node._emulation import UnknownDevice
 from services.browser_node._failures import StepFailed, navigation_error_class
+from services.browser_node._measurements import PageMeter
 from services.browser_node._observed import Observation, first_line, looks_crashed
 from services.browser_node._pool import BrowserPool
 from services.browser_node._steps import StepExecutor
@@ -32,6 +33,8 @@ ENGINE = "chromium"
 # back account state may still take.
 _TEARDOWN_SLACK = timedelta(seconds=5)
 _WRITE_BACK_TIMEOUT = timedelta(seconds=4)
+# Reading the page's measurements at the end: at most this, less once the session is past due.
+_MEASURE_TIMEOUT = timedelta(seconds=1)
 
 
 class SessionRunner:
@@ -109,6 +112,10 @@ class SessionRunner:
             steps=tuple(seen.steps),
             account=envelope.account,
             artifacts=tuple(seen.artifacts),
+            vitals=seen.vitals,
+            bytes_transferred=seen.bytes_transferred,
+            request_count=seen.request_count,
+            console_errors=tuple(seen.console_errors),
         )
 
     def _refuse(self, envelope: JobEnvelope) -> tuple[Outcome, ErrorClass, str] | None:
@@ -151,6 +158,8 @@ class SessionRunner:
                 run_id=envelope.run_id, cell=envelope.cell, account=envelope.account
             ) as page:
                 page.on("crash", lambda _: setattr(seen, "page_crashed", True))
+                meter = PageMeter(page, seen)
+                await meter.attach()
                 await self._guard_navigations(page, envelope.allowed_hosts, seen)
                 executor = StepExecutor(
                     page=page,
@@ -166,6 +175,8 @@ class SessionRunner:
                     seen.fail(failure.outcome, failure.error_class, failure.message)
                 except Exception as error:
                     self._classify(error, seen, envelope=envelope, timeout=timeout)
+                left = deadline - asyncio.get_running_loop().time()
+                await meter.read(within=min(_MEASURE_TIMEOUT.total_seconds(), max(0.25, left)))
                 if seen.outcome is not Outcome.OK:
                     await executor.capture_failure()
                 elif envelope.account and envelope.write_back_state:

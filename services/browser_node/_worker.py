@@ -166,10 +166,20 @@ class JobWorker:
             if item.envelope.run_id == run_id and item.session is not None:
                 item.session.cancel()
 
-    async def drain(self) -> None:
-        """Take no new jobs and wait until the running ones are done."""
+    def pause(self) -> None:
+        """Take no new jobs (cordoned); the running ones go on."""
         self._accepting = False
         self._wake.set()
+
+    def resume(self) -> None:
+        """Take jobs again after `pause` or `drain` (never once stopping)."""
+        if not self._stopping.is_set():
+            self._accepting = True
+            self._wake.set()
+
+    async def drain(self) -> None:
+        """Take no new jobs and wait until the running ones are done."""
+        self.pause()
         await self._idle.wait()
 
     async def stop(self) -> None:

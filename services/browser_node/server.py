@@ -18,6 +18,7 @@ from services.browser_node._backoff import Backoff
 from services.browser_node._host import cpu_percent, rss_bytes
 from services.browser_node._link import (
     CancelRun,
+    Cordon,
     Drain,
     NodeCommand,
     NodeStatus,
@@ -69,6 +70,7 @@ class BrowserNode:
             accounts=AccountStates(source=self.link),
             max_account_browsers=settings.account_browsers,
             account_idle=settings.account_browser_idle,
+            proxy=settings.node_proxy or "",
         )
         self._runner = SessionRunner(
             pool=self.pool, node_id=self.node_id, artifacts=ArtifactStore(settings.artifact_dir)
@@ -128,6 +130,8 @@ class BrowserNode:
             shutdown_grace=self._settings.shutdown_grace,
             ready=self.link.registered,
         )
+        if self.state is not NodeState.READY:
+            self.worker.pause()  # cordoned before the worker existed
         self.worker.start()
         await self._health.set_serving(True)
         self.serving.set()
@@ -241,10 +245,33 @@ class BrowserNode:
             logger.info("cancelling run %s", command.run_id)
             if worker is not None:
                 worker.cancel_run(command.run_id)
-        elif isinstance(command, Drain) and self.state is NodeState.READY and worker is not None:
+        elif self._stopping is not None:
+            return  # shutting down: nothing turns that around
+        elif isinstance(command, Cordon):
+            self._cordon(on=command.on)
+        elif isinstance(command, Drain) and self.state in (NodeState.READY, NodeState.CORDONED):
             logger.info("draining on the scheduler's request")
             self.state = NodeState.DRAINING
-            self._drain = asyncio.get_running_loop().create_task(self._drain_worker(worker))
+            if worker is None:
+                self.state = NodeState.DRAINED  # no worker yet: nothing runs
+            else:
+                self._drain = asyncio.get_running_loop().create_task(self._drain_worker(worker))
+
+    def _cordon(self, *, on: bool) -> None:
+        """Cordon (take no new jobs) or uncordon (take jobs again, also after a drain)."""
+        target = NodeState.CORDONED if on else NodeState.READY
+        if self.state is target:
+            return
+        logger.info("%s on the scheduler's request", "cordoned" if on else "uncordoned")
+        drain, self._drain = self._drain, None
+        if drain is not None:
+            drain.cancel()
+        self.state = target
+        if self.worker is not None:
+            if on:
+                self.worker.pause()
+            else:
+                self.worker.resume()
 
     async def _drain_worker(self, worker: JobWorker) -> None:
         await worker.drain()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,7 +68,8 @@ _MAX_NODE_LABELS = 4
 class NodeSettings(_Base):
     node_id: str = Field(default_factory=lambda: socket.gethostname())
     node_host: str = Field(default_factory=lambda: socket.gethostname())
-    # 0 sizes the slots from the host's CPUs.
+    # 0 sizes the slots from the host: min(1.5 per CPU, one per 350 MB of memory), cgroup limits
+    # (v2 or v1) included.
     node_slots: int = 0
     # Placement labels `k=v,k2=v2` (at most 4): the node also serves each engine's labelled pools.
     node_labels: str = ""
@@ -86,6 +87,23 @@ class NodeSettings(_Base):
     # Browsers kept open for accounts (least recently used closes first), and their idle timeout.
     account_browsers: int = Field(default=8, ge=1)
     account_browser_idle: Duration = timedelta(minutes=5)
+    # Egress proxy for the sessions of no account (`http://user:pass@host:port`, https, socks5);
+    # accounts keep their own proxy.
+    node_proxy: str | None = None
+
+    @field_validator("node_proxy")
+    @classmethod
+    def _check_proxy(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value if "://" in value else f"http://{value}")
+        try:
+            parts.port  # noqa: B018 -- raises on a malformed port
+        except ValueError:
+            raise ValueError("the node proxy has a malformed port") from None
+        if parts.scheme not in ("http", "https", "socks5") or not parts.hostname:
+            raise ValueError("the node proxy is a URL like http://host:port (http, https, socks5)")
+        return value
 
     @field_validator("node_labels")
     @classmethod
@@ -108,7 +126,13 @@ class NodeSettings(_Base):
 
     @property
     def effective_slots(self) -> int:
-        return self.node_slots if self.node_slots > 0 else max(1, (os.cpu_count() or 1) * 2)
+        """The operator's slots, or (0) sized from the host's CPUs and memory, cgroups included."""
+        if self.node_slots > 0:
+            return self.node_slots
+        # Imported here: sizing reads the host, which only a node needs.
+        from services.browser_node._host import default_slots
+
+        return default_slots()
 
 
 class GatewaySettings(_Base):

@@ -20,6 +20,7 @@ from services.common.types import (
     Outcome,
     SessionResult,
     StepOutcome,
+    WebVitals,
 )
 from smartfleet.v1 import job_pb2, node_pb2, results_pb2, runs_pb2
 
@@ -184,6 +185,15 @@ def result_to_pb(result: SessionResult) -> results_pb2.SessionResult:
         ],
         account=result.account,
         artifacts=result.artifacts,
+        vitals=results_pb2.WebVitals(
+            ttfb_ms=result.vitals.ttfb_ms,
+            fcp_ms=result.vitals.fcp_ms,
+            lcp_ms=result.vitals.lcp_ms,
+            cls=result.vitals.cls,
+        ),
+        bytes_transferred=result.bytes_transferred,
+        request_count=result.request_count,
+        console_errors=result.console_errors,
     )
     if result.extracted:
         message.extracted.update(result.extracted)
@@ -235,6 +245,15 @@ def result_from_pb(message: results_pb2.SessionResult) -> SessionResult:
         ),
         account=message.account,
         artifacts=tuple(message.artifacts),
+        vitals=WebVitals(
+            ttfb_ms=message.vitals.ttfb_ms,
+            fcp_ms=message.vitals.fcp_ms,
+            lcp_ms=message.vitals.lcp_ms,
+            cls=message.vitals.cls,
+        ),
+        bytes_transferred=message.bytes_transferred,
+        request_count=message.request_count,
+        console_errors=tuple(message.console_errors),
     )
 
 

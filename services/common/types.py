@@ -106,6 +106,16 @@ class NavigationTiming:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WebVitals:
+    """Web Vitals of the session's last document; 0 means the page did not report one."""
+
+    ttfb_ms: float = 0.0
+    fcp_ms: float = 0.0
+    lcp_ms: float = 0.0
+    cls: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionResult:
     """What a node measured for one attempt of one job."""
 
@@ -132,6 +142,10 @@ class SessionResult:
     steps: tuple[StepOutcome, ...] = ()
     account: str = ""
     artifacts: tuple[str, ...] = ()
+    vitals: WebVitals = field(default_factory=WebVitals)
+    bytes_transferred: int = 0
+    request_count: int = 0
+    console_errors: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -21,6 +21,7 @@ from services.common.types import (
     Outcome,
     SessionResult,
     StepOutcome,
+    WebVitals,
 )
 from services.scheduler._dispatcher import cell_from_json
 from services.scheduler._hosts import HostState
@@ -96,6 +97,16 @@ def stats_to_pb(stats: RunStats) -> runs_pb2.RunStats:
             )
             for cell in stats.cells
         ],
+        metrics=[
+            runs_pb2.MetricStats(
+                name=metric.name,
+                p50=metric.p50,
+                p95=metric.p95,
+                p99=metric.p99,
+                count=metric.count,
+            )
+            for metric in stats.metrics
+        ],
     )
 
 
@@ -150,6 +161,10 @@ def result_row_to_pb(row: ResultRow) -> results_pb2.SessionResult:
             steps=tuple(StepOutcome(**step) for step in detail.get("steps") or ()),
             account=row.account or "",
             artifacts=tuple(detail.get("artifacts") or ()),
+            vitals=WebVitals(**(detail.get("vitals") or {})),
+            bytes_transferred=detail.get("bytes_transferred", 0),
+            request_count=detail.get("request_count", 0),
+            console_errors=tuple(detail.get("console_errors") or ()),
         )
     )
 

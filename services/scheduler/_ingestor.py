@@ -81,6 +81,10 @@ def _result_row(result: SessionResult) -> dict[str, object]:
             "steps": [asdict(step) for step in result.steps],
             "artifacts": list(result.artifacts),
             "cell": cell_to_json(result.cell),
+            "vitals": asdict(result.vitals),
+            "bytes_transferred": result.bytes_transferred,
+            "request_count": result.request_count,
+            "console_errors": list(result.console_errors),
         },
     }
 

@@ -6,10 +6,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import select
 
 from services.common import bus
+from services.common.errors import NotFound
 from services.common.types import NodeInfo, NodeLoad, NodeState
 from services.scheduler._db import Database
 from services.scheduler._models import NodeRow
@@ -17,6 +19,11 @@ from services.scheduler._models import NodeRow
 logger = logging.getLogger(__name__)
 
 CANCEL_NOTICE = timedelta(minutes=10)
+
+# What the operator holds a node to; None (or no entry) means ready.
+Hold = Literal[NodeState.CORDONED, NodeState.DRAINING]
+# What a heartbeat response tells a node so that it reaches the operator's state.
+NodeOrder = Literal["cordon", "uncordon", "drain"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,11 +53,19 @@ class NodeRegistry:
         self.on_change = on_change
         # Runs cancelled lately: every node hears of them with its heartbeats for a while.
         self._cancelled: dict[str, datetime] = {}
+        # The operator's cordon or drain, kept across the node's heartbeats and re-registrations.
+        self._held: dict[str, NodeState] = {}
+        # Uncordoned nodes that have not yet heard so: counted ready until they report it.
+        self._resuming: set[str] = set()
 
     async def load(self) -> None:
         """Nodes from before a restart are listed, but carry no capacity until they heartbeat again."""
         async with self._db.read() as session:
             for row in await session.scalars(select(NodeRow)):
+                # Only an operator makes a node cordoned, so the hold survives a restart. (A
+                # drain does not: `drained` is also how a node that shut down ends.)
+                if row.state == NodeState.CORDONED:
+                    self._held[row.id] = NodeState.CORDONED
                 info = NodeInfo(**{**row.info, "engines": tuple(row.info.get("engines", ()))})
                 self._nodes[row.id] = NodeRecord(
                     info=info,
@@ -65,7 +80,7 @@ class NodeRegistry:
         now = datetime.now(UTC)
         record = NodeRecord(
             info=info,
-            state=NodeState.READY,
+            state=self._held.get(info.node_id, NodeState.READY),
             slots=info.slots,
             load=NodeLoad(busy_slots=0, free_slots=info.slots),
             registered_at=now,
@@ -91,10 +106,12 @@ class NodeRegistry:
             return False
         if record.state is NodeState.LOST and state is NodeState.READY:
             logger.info("node %s is back", node_id)
+        if state is NodeState.READY:
+            self._resuming.discard(node_id)
         updated = replace(
             record,
             load=load,
-            state=state,
+            state=self._effective_state(node_id, state),
             slots=slots or record.slots,
             last_heartbeat=datetime.now(UTC),
         )
@@ -103,6 +120,60 @@ class NodeRegistry:
             self.on_change()
         await self._persist(updated)
         return True
+
+    def _effective_state(self, node_id: str, reported: NodeState) -> NodeState:
+        """The node's state as the scheduler counts it: the operator's hold wins over `ready`."""
+        held = self._held.get(node_id)
+        if held is NodeState.CORDONED and reported in (NodeState.READY, NodeState.CORDONED):
+            return NodeState.CORDONED
+        if held is NodeState.DRAINING:
+            return NodeState.DRAINED if reported is NodeState.DRAINED else NodeState.DRAINING
+        if node_id in self._resuming and reported in (NodeState.CORDONED, NodeState.DRAINED):
+            return NodeState.READY
+        return reported
+
+    def order(self, node_id: str, reported: NodeState) -> NodeOrder | None:
+        """What a heartbeat response tells the node, from the state it reported and the hold.
+
+        Repeated with every heartbeat until the node reports the state asked for.
+        """
+        if node_id not in self._nodes:
+            return None
+        held = self._held.get(node_id)
+        if held is NodeState.CORDONED and reported is not NodeState.CORDONED:
+            return "cordon"
+        if held is NodeState.DRAINING and reported not in (NodeState.DRAINING, NodeState.DRAINED):
+            return "drain"
+        if node_id in self._resuming:
+            return "uncordon"
+        return None
+
+    async def hold(self, node_id: str, state: Hold | None) -> NodeRecord:
+        """Cordon, drain or (None) uncordon a node; NotFound for a node never registered."""
+        record = self._nodes.get(node_id)
+        if record is None:
+            raise NotFound("node", node_id)
+        if state is None:
+            self._held.pop(node_id, None)
+            self._resuming.add(node_id)
+        else:
+            self._held[node_id] = state
+            self._resuming.discard(node_id)
+        if record.state is NodeState.LOST:
+            new_state = NodeState.LOST
+        elif state is None:
+            new_state = NodeState.READY
+        elif state is NodeState.DRAINING and record.state is NodeState.DRAINED:
+            new_state = NodeState.DRAINED
+        else:
+            new_state = state
+        updated = replace(record, state=new_state)
+        self._nodes[node_id] = updated
+        logger.info("node %s: %s by the operator", node_id, state or "uncordoned")
+        await self._persist(updated)
+        if updated.state is not record.state:
+            self.on_change()
+        return updated
 
     def capacity(self, pool: str) -> int:
         """Slots of ready nodes that serve the pool's engine and carry all its labels."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import func, select, update
 
@@ -83,6 +85,17 @@ class CellStats:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricStats:
+    """Percentiles of one session measurement over the `count` results that reported it."""
+
+    name: str
+    p50: float
+    p95: float
+    p99: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunStats:
     run_id: str
     results: int
@@ -92,6 +105,7 @@ class RunStats:
     duration_p95_ms: float
     duration_max_ms: float
     cells: list[CellStats]
+    metrics: list[MetricStats] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +122,52 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return 0.0
     rank = max(1, min(len(sorted_values), math.ceil(fraction * len(sorted_values) - 1e-9)))
     return sorted_values[rank - 1]
+
+
+# Stats name -> where a result's detail JSON keeps it.
+METRICS: dict[str, tuple[str, ...]] = {
+    "ttfb_ms": ("vitals", "ttfb_ms"),
+    "fcp_ms": ("vitals", "fcp_ms"),
+    "lcp_ms": ("vitals", "lcp_ms"),
+    "cls": ("vitals", "cls"),
+    "load_ms": ("timing", "load_ms"),
+    "bytes": ("bytes_transferred",),
+    "requests": ("request_count",),
+}
+
+
+def metric_stats(details: Iterable[Mapping[str, Any]]) -> list[MetricStats]:
+    """p50/p95/p99 of each measurement over result details, in METRICS order.
+
+    A 0 means "not measured" (a session that failed before its page answered), so only values
+    above 0 count; CLS is legitimately 0, so it counts wherever the document was measured.
+    """
+    values: dict[str, list[float]] = {name: [] for name in METRICS}
+    for detail in details:
+        vitals = detail.get("vitals") or {}
+        measured = bool(vitals.get("ttfb_ms") or vitals.get("fcp_ms"))
+        for name, path in METRICS.items():
+            value: Any = detail
+            for key in path:
+                value = value.get(key) if isinstance(value, Mapping) else None
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            if value > 0 or (name == "cls" and measured and value == 0):
+                values[name].append(float(value))
+    stats = []
+    for name, found in values.items():
+        if found:
+            found.sort()
+            stats.append(
+                MetricStats(
+                    name=name,
+                    p50=percentile(found, 0.50),
+                    p95=percentile(found, 0.95),
+                    p99=percentile(found, 0.99),
+                    count=len(found),
+                )
+            )
+    return stats
 
 
 class RunStore:
@@ -315,6 +375,9 @@ class RunStore:
                     cell_durations[cell].append(value)
             else:
                 cell_durations = {cell: durations for cell in by_cell}
+            metrics = metric_stats(
+                await session.scalars(select(ResultRow.detail).where(ResultRow.run_id == run_id))
+            )
         total = sum(outcomes.values())
         cells = [
             CellStats(
@@ -336,6 +399,7 @@ class RunStore:
             duration_p95_ms=percentile(durations, 0.95),
             duration_max_ms=durations[-1] if durations else 0.0,
             cells=cells,
+            metrics=metrics,
         )
 
     async def results(self, run_id: str, *, after: int, limit: int) -> tuple[list[ResultRow], int]:

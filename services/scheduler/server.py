@@ -18,6 +18,7 @@ from services.common.errors import InvalidArgument
 from services.common.grpc_server import ServiceServer, write_ready_file
 from services.common.lifecycle import shutdown_event
 from services.common.spec import validate_spec
+from services.common.types import NodeState
 from services.scheduler import _convert as convert
 from services.scheduler._accounts import AccountStore
 from services.scheduler._accounts_api import AccountLinkApi, AccountsApi
@@ -176,6 +177,24 @@ class SchedulerServicer(AccountsApi, SchedulesApi, scheduler_pb2_grpc.SchedulerS
             nodes=[convert.node_to_pb(node) for node in self._s.registry.nodes()]
         )
 
+    async def CordonNode(
+        self, request: node_pb2.NodeRef, context: grpc.aio.ServicerContext
+    ) -> node_pb2.Node:
+        node_id = _require_id(request.node_id, "node_id")
+        return convert.node_to_pb(await self._s.registry.hold(node_id, NodeState.CORDONED))
+
+    async def DrainNode(
+        self, request: node_pb2.NodeRef, context: grpc.aio.ServicerContext
+    ) -> node_pb2.Node:
+        node_id = _require_id(request.node_id, "node_id")
+        return convert.node_to_pb(await self._s.registry.hold(node_id, NodeState.DRAINING))
+
+    async def UncordonNode(
+        self, request: node_pb2.NodeRef, context: grpc.aio.ServicerContext
+    ) -> node_pb2.Node:
+        node_id = _require_id(request.node_id, "node_id")
+        return convert.node_to_pb(await self._s.registry.hold(node_id, None))
+
 
 class NodeLinkServicer(AccountLinkApi, node_pb2_grpc.NodeLinkServicer):
     def __init__(self, service: SchedulerService) -> None:
@@ -209,8 +228,9 @@ class NodeLinkServicer(AccountLinkApi, node_pb2_grpc.NodeLinkServicer):
         state = convert.NODE_STATE_FROM_PB.get(request.state)
         if state is None:
             raise InvalidArgument("state", "is required")
+        node_id = _require_id(request.node_id, "node_id")
         known = await self._s.registry.heartbeat(
-            _require_id(request.node_id, "node_id"),
+            node_id,
             load=node_load_from_pb(request.load),
             state=state,
             slots=max(0, request.slots),
@@ -218,6 +238,11 @@ class NodeLinkServicer(AccountLinkApi, node_pb2_grpc.NodeLinkServicer):
         commands = [
             node_pb2.NodeCommand(cancel_run=run_id) for run_id in self._s.registry.cancelled_runs()
         ]
+        order = self._s.registry.order(node_id, state) if known else None
+        if order == "drain":
+            commands.append(node_pb2.NodeCommand(drain=True))
+        elif order is not None:
+            commands.append(node_pb2.NodeCommand(cordon=order == "cordon"))
         return node_pb2.HeartbeatResponse(known=known, commands=commands)
 
     async def ReportResults(

@@ -333,21 +333,25 @@ class NodeCommand(_message.Message):
     SET_SLOTS_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
     CANCEL_RUN_FIELD_NUMBER: _builtins.int
+    CORDON_FIELD_NUMBER: _builtins.int
     set_slots: _builtins.int
     drain: _builtins.bool
     cancel_run: _builtins.str
+    cordon: _builtins.bool
+    """true: take no new jobs (cordoned); false: take jobs again (uncordoned, or no longer drained)."""
     def __init__(
         self,
         *,
         set_slots: _builtins.int = ...,
         drain: _builtins.bool = ...,
         cancel_run: _builtins.str = ...,
+        cordon: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_run", b"cancel_run", "command", b"command", "drain", b"drain", "set_slots", b"set_slots"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_run", b"cancel_run", "command", b"command", "cordon", b"cordon", "drain", b"drain", "set_slots", b"set_slots"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_run", b"cancel_run", "command", b"command", "drain", b"drain", "set_slots", b"set_slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_run", b"cancel_run", "command", b"command", "cordon", b"cordon", "drain", b"drain", "set_slots", b"set_slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["set_slots", "drain", "cancel_run"]  # noqa: Y015
+    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["set_slots", "drain", "cancel_run", "cordon"]  # noqa: Y015
     _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
 
@@ -498,6 +502,27 @@ class ListNodesRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListNodesRequest: _TypeAlias = ListNodesRequest  # noqa: Y015
+
+@_typing.final
+class NodeRef(_message.Message):
+    """Names a node for the operator's calls (cordon, drain, uncordon)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeRef: _TypeAlias = NodeRef  # noqa: Y015
 
 @_typing.final
 class ListNodesResponse(_message.Message):

@@ -137,6 +137,10 @@ class SessionResult(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     ACCOUNT_FIELD_NUMBER: _builtins.int
     ARTIFACTS_FIELD_NUMBER: _builtins.int
+    VITALS_FIELD_NUMBER: _builtins.int
+    BYTES_TRANSFERRED_FIELD_NUMBER: _builtins.int
+    REQUEST_COUNT_FIELD_NUMBER: _builtins.int
+    CONSOLE_ERRORS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     attempt: _builtins.int
     run_id: _builtins.str
@@ -152,6 +156,10 @@ class SessionResult(_message.Message):
     engine: _builtins.str
     browser_version: _builtins.str
     account: _builtins.str
+    bytes_transferred: _builtins.int
+    """Bytes over the network (navigations and subresources; transfer size, else encoded body)."""
+    request_count: _builtins.int
+    """Requests the page made (every document and subresource, redirect hops included)."""
     @_builtins.property
     def redirect_chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -171,6 +179,12 @@ class SessionResult(_message.Message):
     @_builtins.property
     def artifacts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """References into the artifact store (screenshots, traces, HAR)."""
+
+    @_builtins.property
+    def vitals(self) -> Global___WebVitals: ...
+    @_builtins.property
+    def console_errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Console errors and uncaught page errors, the first 20, each cut at 500 characters."""
 
     def __init__(
         self,
@@ -198,14 +212,51 @@ class SessionResult(_message.Message):
         steps: _abc.Iterable[Global___StepOutcome] | None = ...,
         account: _builtins.str = ...,
         artifacts: _abc.Iterable[_builtins.str] | None = ...,
+        vitals: Global___WebVitals | None = ...,
+        bytes_transferred: _builtins.int = ...,
+        request_count: _builtins.int = ...,
+        console_errors: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "extracted", b"extracted", "finished_at", b"finished_at", "started_at", b"started_at", "timing", b"timing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "extracted", b"extracted", "finished_at", b"finished_at", "started_at", b"started_at", "timing", b"timing", "vitals", b"vitals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "artifacts", b"artifacts", "attempt", b"attempt", "browser_version", b"browser_version", "cell", b"cell", "duration_ms", b"duration_ms", "engine", b"engine", "error", b"error", "error_class", b"error_class", "extracted", b"extracted", "final_url", b"final_url", "finished_at", b"finished_at", "http_status", b"http_status", "index", b"index", "job_id", b"job_id", "node_id", b"node_id", "outcome", b"outcome", "redirect_chain", b"redirect_chain", "run_id", b"run_id", "started_at", b"started_at", "steps", b"steps", "target_url", b"target_url", "timing", b"timing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "artifacts", b"artifacts", "attempt", b"attempt", "browser_version", b"browser_version", "bytes_transferred", b"bytes_transferred", "cell", b"cell", "console_errors", b"console_errors", "duration_ms", b"duration_ms", "engine", b"engine", "error", b"error", "error_class", b"error_class", "extracted", b"extracted", "final_url", b"final_url", "finished_at", b"finished_at", "http_status", b"http_status", "index", b"index", "job_id", b"job_id", "node_id", b"node_id", "outcome", b"outcome", "redirect_chain", b"redirect_chain", "request_count", b"request_count", "run_id", b"run_id", "started_at", b"started_at", "steps", b"steps", "target_url", b"target_url", "timing", b"timing", "vitals", b"vitals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SessionResult: _TypeAlias = SessionResult  # noqa: Y015
+
+@_typing.final
+class WebVitals(_message.Message):
+    """Web Vitals of the last document of the session; 0 when the page did not report one."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TTFB_MS_FIELD_NUMBER: _builtins.int
+    FCP_MS_FIELD_NUMBER: _builtins.int
+    LCP_MS_FIELD_NUMBER: _builtins.int
+    CLS_FIELD_NUMBER: _builtins.int
+    ttfb_ms: _builtins.float
+    fcp_ms: _builtins.float
+    """First Contentful Paint."""
+    lcp_ms: _builtins.float
+    """Largest Contentful Paint."""
+    cls: _builtins.float
+    """Cumulative Layout Shift: the sum of shifts not caused by recent input (unitless)."""
+    def __init__(
+        self,
+        *,
+        ttfb_ms: _builtins.float = ...,
+        fcp_ms: _builtins.float = ...,
+        lcp_ms: _builtins.float = ...,
+        cls: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cls", b"cls", "fcp_ms", b"fcp_ms", "lcp_ms", b"lcp_ms", "ttfb_ms", b"ttfb_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebVitals: _TypeAlias = WebVitals  # noqa: Y015
 
 @_typing.final
 class StepOutcome(_message.Message):

@@ -1124,6 +1124,7 @@ class RunStats(_message.Message):
     DURATION_P95_MS_FIELD_NUMBER: _builtins.int
     DURATION_MAX_MS_FIELD_NUMBER: _builtins.int
     CELLS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     results: _builtins.int
     success_rate: _builtins.float
@@ -1134,6 +1135,12 @@ class RunStats(_message.Message):
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutcomeCount]: ...
     @_builtins.property
     def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___CellStats]: ...
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetricStats]:
+        """Percentiles of the session measurements: "ttfb_ms", "fcp_ms", "lcp_ms", "cls", "load_ms",
+        "bytes", "requests".
+        """
+
     def __init__(
         self,
         *,
@@ -1145,14 +1152,48 @@ class RunStats(_message.Message):
         duration_p95_ms: _builtins.float = ...,
         duration_max_ms: _builtins.float = ...,
         cells: _abc.Iterable[Global___CellStats] | None = ...,
+        metrics: _abc.Iterable[Global___MetricStats] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "duration_max_ms", b"duration_max_ms", "duration_p50_ms", b"duration_p50_ms", "duration_p95_ms", b"duration_p95_ms", "outcomes", b"outcomes", "results", b"results", "run_id", b"run_id", "success_rate", b"success_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "duration_max_ms", b"duration_max_ms", "duration_p50_ms", b"duration_p50_ms", "duration_p95_ms", b"duration_p95_ms", "metrics", b"metrics", "outcomes", b"outcomes", "results", b"results", "run_id", b"run_id", "success_rate", b"success_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunStats: _TypeAlias = RunStats  # noqa: Y015
+
+@_typing.final
+class MetricStats(_message.Message):
+    """Percentiles of one measurement over the results that reported it (count of them)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    P50_FIELD_NUMBER: _builtins.int
+    P95_FIELD_NUMBER: _builtins.int
+    P99_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    p50: _builtins.float
+    p95: _builtins.float
+    p99: _builtins.float
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        p50: _builtins.float = ...,
+        p95: _builtins.float = ...,
+        p99: _builtins.float = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "name", b"name", "p50", b"p50", "p95", b"p95", "p99", b"p99"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetricStats: _TypeAlias = MetricStats  # noqa: Y015
 
 @_typing.final
 class CellStats(_message.Message):

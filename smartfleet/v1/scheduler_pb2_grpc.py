@@ -78,6 +78,21 @@ class SchedulerStub:
                 request_serializer=smartfleet_dot_v1_dot_node__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=smartfleet_dot_v1_dot_node__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.CordonNode = channel.unary_unary(
+                '/smartfleet.v1.Scheduler/CordonNode',
+                request_serializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__pb2.Node.FromString,
+                _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/smartfleet.v1.Scheduler/DrainNode',
+                request_serializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__pb2.Node.FromString,
+                _registered_method=True)
+        self.UncordonNode = channel.unary_unary(
+                '/smartfleet.v1.Scheduler/UncordonNode',
+                request_serializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__pb2.Node.FromString,
+                _registered_method=True)
         self.PauseRun = channel.unary_unary(
                 '/smartfleet.v1.Scheduler/PauseRun',
                 request_serializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
@@ -214,6 +229,27 @@ class SchedulerServicer:
 
     def ListNodes(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CordonNode(self, request, context):
+        """Cordon: the node takes no new jobs (its running sessions go on) until uncordoned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """Drain: take no new jobs, finish the running ones; the node then reports `drained`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UncordonNode(self, request, context):
+        """Back to ready, from cordoned, draining or drained.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -365,6 +401,21 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=smartfleet_dot_v1_dot_node__pb2.ListNodesRequest.FromString,
                     response_serializer=smartfleet_dot_v1_dot_node__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'CordonNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.CordonNode,
+                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__pb2.Node.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__pb2.Node.SerializeToString,
+            ),
+            'UncordonNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UncordonNode,
+                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__pb2.Node.SerializeToString,
             ),
             'PauseRun': grpc.unary_unary_rpc_method_handler(
                     servicer.PauseRun,
@@ -669,6 +720,87 @@ class Scheduler:
             '/smartfleet.v1.Scheduler/ListNodes',
             smartfleet_dot_v1_dot_node__pb2.ListNodesRequest.SerializeToString,
             smartfleet_dot_v1_dot_node__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CordonNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Scheduler/CordonNode',
+            smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
+            smartfleet_dot_v1_dot_node__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Scheduler/DrainNode',
+            smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
+            smartfleet_dot_v1_dot_node__pb2.Node.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UncordonNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Scheduler/UncordonNode',
+            smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
+            smartfleet_dot_v1_dot_node__pb2.Node.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,12 @@ class SchedulerStub:
     WatchRun: _grpc.UnaryStreamMultiCallable[_runs_pb2.WatchRunRequest, _runs_pb2.Run]
     """A snapshot at once, then one on every change (coalesced), until the run is final."""
     ListNodes: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListNodesRequest, _node_pb2.ListNodesResponse]
+    CordonNode: _grpc.UnaryUnaryMultiCallable[_node_pb2.NodeRef, _node_pb2.Node]
+    """Cordon: the node takes no new jobs (its running sessions go on) until uncordoned."""
+    DrainNode: _grpc.UnaryUnaryMultiCallable[_node_pb2.NodeRef, _node_pb2.Node]
+    """Drain: take no new jobs, finish the running ones; the node then reports `drained`."""
+    UncordonNode: _grpc.UnaryUnaryMultiCallable[_node_pb2.NodeRef, _node_pb2.Node]
+    """Back to ready, from cordoned, draining or drained."""
     PauseRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]
     ResumeRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]
     CancelRun: _grpc.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]
@@ -81,6 +87,12 @@ class SchedulerAsyncStub(SchedulerStub):
     WatchRun: _aio.UnaryStreamMultiCallable[_runs_pb2.WatchRunRequest, _runs_pb2.Run]  # type: ignore[assignment]
     """A snapshot at once, then one on every change (coalesced), until the run is final."""
     ListNodes: _aio.UnaryUnaryMultiCallable[_node_pb2.ListNodesRequest, _node_pb2.ListNodesResponse]  # type: ignore[assignment]
+    CordonNode: _aio.UnaryUnaryMultiCallable[_node_pb2.NodeRef, _node_pb2.Node]  # type: ignore[assignment]
+    """Cordon: the node takes no new jobs (its running sessions go on) until uncordoned."""
+    DrainNode: _aio.UnaryUnaryMultiCallable[_node_pb2.NodeRef, _node_pb2.Node]  # type: ignore[assignment]
+    """Drain: take no new jobs, finish the running ones; the node then reports `drained`."""
+    UncordonNode: _aio.UnaryUnaryMultiCallable[_node_pb2.NodeRef, _node_pb2.Node]  # type: ignore[assignment]
+    """Back to ready, from cordoned, draining or drained."""
     PauseRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]  # type: ignore[assignment]
     ResumeRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]  # type: ignore[assignment]
     CancelRun: _aio.UnaryUnaryMultiCallable[_runs_pb2.RunRef, _runs_pb2.Run]  # type: ignore[assignment]
@@ -162,6 +174,30 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.ListNodesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.ListNodesResponse, _abc.Awaitable[_node_pb2.ListNodesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CordonNode(
+        self,
+        request: _node_pb2.NodeRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Node, _abc.Awaitable[_node_pb2.Node]]:
+        """Cordon: the node takes no new jobs (its running sessions go on) until uncordoned."""
+
+    @_abc_1.abstractmethod
+    def DrainNode(
+        self,
+        request: _node_pb2.NodeRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Node, _abc.Awaitable[_node_pb2.Node]]:
+        """Drain: take no new jobs, finish the running ones; the node then reports `drained`."""
+
+    @_abc_1.abstractmethod
+    def UncordonNode(
+        self,
+        request: _node_pb2.NodeRef,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.Node, _abc.Awaitable[_node_pb2.Node]]:
+        """Back to ready, from cordoned, draining or drained."""
 
     @_abc_1.abstractmethod
     def PauseRun(

@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from demo.site import DemoSite
 from services import __version__
 from services.browser_node import BrowserNode, BrowserPool, SessionRunner
+from services.browser_node.server import serve
 from services.common.bus import (
     STREAM,
     JobBus,
@@ -80,8 +81,10 @@ class FakeScheduler(node_pb2_grpc.NodeLinkServicer):
         self.reports_open.set()
         self.commands: list[node_pb2.NodeCommand] = []
         self.states: list[int] = []
+        self.info: node_pb2.NodeInfo | None = None
 
     async def Register(self, request: Any, context: Any) -> node_pb2.RegisterNodeResponse:
+        self.info = request.info
         await self._bus.ensure_stream()
         for pool in node_pools(request.info.engines, dict(request.info.labels)):
             await self._bus.ensure_pool(pool)
@@ -296,6 +299,48 @@ def redirect_away() -> Iterator[str]:
         server.server_close()
 
 
+@pytest.fixture
+def egress_proxy() -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP proxy that answers every request itself and records the URLs asked for."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)  # absolute form: http://host/path, as proxies get it
+            body = b"<html><body>via the egress proxy</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_node_proxy_carries_sessions_without_account(
+    egress_proxy: tuple[str, list[str]],
+) -> None:
+    """With a node proxy, the shared browser's sessions reach the web through it."""
+    proxy, seen = egress_proxy
+    async with BrowserPool(proxy=proxy) as proxied:
+        session = SessionRunner(pool=proxied, node_id="node-test")
+        result = await session.run(
+            envelope("http://shop.example.com/cart", allowed_hosts=("shop.example.com",))
+        )
+    assert result.outcome is Outcome.OK, result.error
+    assert "http://shop.example.com/cart" in seen
+
+
 async def test_session_blocks_redirect_off_allowlist(
     runner: SessionRunner, redirect_away: str
 ) -> None:
@@ -495,6 +540,9 @@ async def test_node_registers_again_when_scheduler_forgets_it(
     fake, _ = scheduler
     async with BrowserNode(settings=node_env()):
         await eventually(lambda: fake.registrations == 1, what="registration")
+        # Registration carries the Playwright and browser versions.
+        assert fake.info is not None and fake.info.playwright_version
+        assert fake.info.browser_versions["chromium"][0].isdigit()
         fake.known.clear()  # as after a scheduler restart with a fresh database
         await eventually(lambda: fake.registrations == 2, what="re-registration")
 
@@ -533,6 +581,77 @@ async def test_node_follows_slots_and_drain_commands(
         await publish(js, envelope(f"{demo_site.url}/"))
         await asyncio.sleep(1.5)
         assert fake.results == {} and await stream_messages(js) == 1
+
+
+async def test_cordoned_then_drained_node_stops_fetching_and_reports_drained(
+    node_env: Callable[..., NodeSettings],
+    scheduler: tuple[FakeScheduler, str],
+    nc: NatsClient,
+    demo_site: DemoSite,
+) -> None:
+    """Cordon stops fetching, drain reports drained once the running session ends, uncordon resumes."""
+    fake, _ = scheduler
+    js = nc.jetstream()
+    async with BrowserNode(settings=node_env()) as node:
+        await eventually(
+            lambda: node.worker is not None and node.worker.bound.is_set(), what="bind"
+        )
+        await publish(js, envelope(f"{demo_site.url}/slow?ms=3000", job_id="job-slow"))
+        await eventually(
+            lambda: node.worker is not None and node.worker.busy == 1, what="the session"
+        )
+        fake.commands.append(node_pb2.NodeCommand(cordon=True))
+        await eventually(
+            lambda: fake.states and fake.states[-1] == node_pb2.NODE_STATE_CORDONED, what="cordoned"
+        )
+        await publish(js, envelope(f"{demo_site.url}/", job_id="job-after"))
+        fake.commands.append(node_pb2.NodeCommand(drain=True))
+        await eventually(
+            lambda: fake.states and fake.states[-1] == node_pb2.NODE_STATE_DRAINING, what="draining"
+        )
+        await eventually(
+            lambda: fake.states and fake.states[-1] == node_pb2.NODE_STATE_DRAINED, what="drained"
+        )
+        # The running session finished; the job published after the cordon was never taken.
+        assert set(fake.results) == {("job-slow", 1)}
+        await asyncio.sleep(0.5)
+        assert ("job-after", 1) not in fake.results and await stream_messages(js) == 1
+        fake.commands.append(node_pb2.NodeCommand(cordon=False))
+        await eventually(lambda: ("job-after", 1) in fake.results, what="jobs again")
+        assert fake.states[-1] == node_pb2.NODE_STATE_READY
+
+
+async def test_sigterm_drains_within_grace_and_gives_back_the_rest(
+    node_env: Callable[..., NodeSettings],
+    scheduler: tuple[FakeScheduler, str],
+    nc: NatsClient,
+    demo_site: DemoSite,
+) -> None:
+    """SIGTERM to a serving node: it stops within the grace, naks the unfinished job, ends drained."""
+    fake, _ = scheduler
+    js = nc.jetstream()
+    serving = asyncio.create_task(serve(node_env(shutdown_grace=timedelta(milliseconds=500))))
+    try:
+        await eventually(lambda: fake.registrations == 1, what="registration")
+        await publish(js, envelope(f"{demo_site.url}/slow?ms=5000"))
+
+        async def taken() -> bool:
+            info = await js.consumer_info(STREAM, pool_consumer(POOL))
+            return info.num_ack_pending == 1
+
+        await eventually(taken, what="the session")
+        started = asyncio.get_running_loop().time()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(asyncio.shield(serving), timeout=10)
+    finally:
+        if not serving.done():
+            serving.cancel()
+    assert asyncio.get_running_loop().time() - started < 4
+    assert fake.results == {} and node_pb2.NODE_STATE_DRAINED in fake.states
+    psub = await js.pull_subscribe_bind(consumer=pool_consumer(POOL), stream=STREAM)
+    (again,) = await psub.fetch(batch=1, timeout=2)
+    assert again.metadata.num_delivered == 2
+    await again.ack()
 
 
 def max_overlap(results: Any) -> int:

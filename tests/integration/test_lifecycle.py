@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import nats
@@ -19,9 +20,9 @@ from nats.js.client import JetStreamContext
 
 from services.common import bus
 from services.common.contracts import envelope_from_bytes, result_to_pb
-from services.common.types import ErrorClass, JobEnvelope, Outcome, SessionResult
+from services.common.types import ErrorClass, JobEnvelope, Outcome, SessionResult, WebVitals
 from services.scheduler import SchedulerService
-from smartfleet.v1 import node_pb2, node_pb2_grpc, runs_pb2, scheduler_pb2_grpc
+from smartfleet.v1 import node_pb2, node_pb2_grpc, results_pb2, runs_pb2, scheduler_pb2_grpc
 from tests.integration.test_scheduler import (
     channel,
     database_url,
@@ -77,6 +78,7 @@ class Peer:
         outcome: Outcome = Outcome.OK,
         error_class: ErrorClass = ErrorClass.NONE,
         status: int = 200,
+        measured: Callable[[JobEnvelope], dict[str, Any]] | None = None,
     ) -> node_pb2.ReportResultsResponse:
         now = datetime.now(UTC)
         results = [
@@ -96,6 +98,7 @@ class Peer:
                     http_status=status,
                     target_url=e.target_url,
                     cell=e.cell,
+                    **(measured(e) if measured else {}),
                 )
             )
             for e in envelopes
@@ -379,3 +382,38 @@ async def test_million_session_run_is_created_without_jobs(
         assert await session.scalar(select(func.count()).select_from(JobRow)) == 0
     listed = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run.id), timeout=5)
     assert list(listed.jobs) == []
+
+
+async def test_stats_report_measurement_percentiles(channel: grpc.aio.Channel, peer: Peer) -> None:
+    """Vitals, bytes and requests reported by nodes are stored, read back and summed up as p50/p95/p99."""
+    api = api_of(channel)
+    await register(node_pb2_grpc.NodeLinkStub(channel), slots=20)
+    run = await create(api, {"sessions": 20})
+    envelopes = await peer.collect(20)
+
+    def measured(e: JobEnvelope) -> dict[str, Any]:
+        n = e.index + 1  # 1..20; the last session measured nothing, as a failed page would
+        if n == 20:
+            return {}
+        return {
+            "vitals": WebVitals(ttfb_ms=n, fcp_ms=10 * n, lcp_ms=20 * n, cls=0.01 * e.index),
+            "bytes_transferred": 1000 * n,
+            "request_count": n,
+            "console_errors": (f"error {n}",),
+        }
+
+    await peer.report(envelopes, measured=measured)
+    await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
+    stats = await api.GetRunStats(runs_pb2.GetRunStatsRequest(run_id=run.id), timeout=5)
+    metrics = {m.name: (m.p50, m.p95, m.p99, m.count) for m in stats.metrics}
+    # Nearest rank over the 19 measured values 1..19 (scaled): p50 is the 10th, p95/p99 the 19th.
+    assert metrics["lcp_ms"] == (200, 380, 380, 19)
+    assert metrics["ttfb_ms"] == (10, 19, 19, 19)
+    assert metrics["bytes"] == (10_000, 19_000, 19_000, 19)
+    assert metrics["requests"] == (10, 19, 19, 19)
+    assert metrics["cls"][0] == pytest.approx(0.09) and metrics["cls"][3] == 19
+    assert "load_ms" not in metrics  # no session reported a load time
+    page = await api.ListResults(results_pb2.ListResultsRequest(run_id=run.id), timeout=5)
+    first = next(r for r in page.results if r.index == 0)
+    assert (first.vitals.lcp_ms, first.bytes_transferred, first.request_count) == (20, 1000, 1)
+    assert list(first.console_errors) == ["error 1"]

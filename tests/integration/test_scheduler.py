@@ -350,3 +350,79 @@ async def test_overdue_job_is_recovered_as_next_attempt(
     assert (current.counters.dead, current.counters.failed) == (1, 1)
     dead = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run.id, status="dead"), timeout=5)
     assert [(job.id, job.attempt, job.outcome) for job in dead.jobs] == [(lost.job_id, 2, "lost")]
+
+
+async def beat(
+    link: node_pb2_grpc.NodeLinkStub, state: int, *, slots: int = 4
+) -> node_pb2.HeartbeatResponse:
+    return await link.Heartbeat(
+        node_pb2.HeartbeatRequest(node_id="peer", state=state, slots=slots), timeout=5
+    )
+
+
+async def test_cordon_withdraws_capacity_across_heartbeats_until_uncordoned(
+    scheduler: SchedulerService, channel: grpc.aio.Channel
+) -> None:
+    """A cordon takes the node's slots out of capacity, survives `ready` heartbeats, uncordon restores."""
+    api = scheduler_pb2_grpc.SchedulerStub(channel)
+    link = node_pb2_grpc.NodeLinkStub(channel)
+    await register(link, slots=4)
+    node = await api.CordonNode(node_pb2.NodeRef(node_id="peer"), timeout=5)
+    assert node.state == node_pb2.NODE_STATE_CORDONED
+    assert scheduler.registry.capacity("chromium") == 0
+    # The node has not heard yet: it still says ready, and is told to cordon until it says so.
+    reply = await beat(link, node_pb2.NODE_STATE_READY)
+    assert [c.WhichOneof("command") for c in reply.commands] == ["cordon"]
+    assert reply.commands[0].cordon is True
+    assert scheduler.registry.capacity("chromium") == 0
+    reply = await beat(link, node_pb2.NODE_STATE_CORDONED)
+    assert list(reply.commands) == []
+    await register(link, slots=4)  # a node that restarts stays cordoned
+    assert scheduler.registry.capacity("chromium") == 0
+    listed = (await api.ListNodes(node_pb2.ListNodesRequest(), timeout=5)).nodes
+    assert listed[0].state == node_pb2.NODE_STATE_CORDONED
+    node = await api.UncordonNode(node_pb2.NodeRef(node_id="peer"), timeout=5)
+    assert node.state == node_pb2.NODE_STATE_READY
+    assert scheduler.registry.capacity("chromium") == 4
+    reply = await beat(link, node_pb2.NODE_STATE_CORDONED)
+    assert [(c.WhichOneof("command"), c.cordon) for c in reply.commands] == [("cordon", False)]
+    assert scheduler.registry.capacity("chromium") == 4
+    reply = await beat(link, node_pb2.NODE_STATE_READY)
+    assert list(reply.commands) == [] and scheduler.registry.capacity("chromium") == 4
+
+
+async def test_drain_reaches_the_node_and_ends_drained(
+    scheduler: SchedulerService, channel: grpc.aio.Channel
+) -> None:
+    """DrainNode is sent with heartbeats until the node drains; drained stays out; uncordon resumes."""
+    api = scheduler_pb2_grpc.SchedulerStub(channel)
+    link = node_pb2_grpc.NodeLinkStub(channel)
+    await register(link, slots=4)
+    node = await api.DrainNode(node_pb2.NodeRef(node_id="peer"), timeout=5)
+    assert node.state == node_pb2.NODE_STATE_DRAINING
+    assert scheduler.registry.capacity("chromium") == 0
+    reply = await beat(link, node_pb2.NODE_STATE_READY)
+    assert [(c.WhichOneof("command"), c.drain) for c in reply.commands] == [("drain", True)]
+    reply = await beat(link, node_pb2.NODE_STATE_DRAINING)
+    assert list(reply.commands) == []
+    await beat(link, node_pb2.NODE_STATE_DRAINED)
+    listed = (await api.ListNodes(node_pb2.ListNodesRequest(), timeout=5)).nodes
+    assert listed[0].state == node_pb2.NODE_STATE_DRAINED
+    assert scheduler.registry.capacity("chromium") == 0
+    await api.UncordonNode(node_pb2.NodeRef(node_id="peer"), timeout=5)
+    reply = await beat(link, node_pb2.NODE_STATE_DRAINED)
+    assert [(c.WhichOneof("command"), c.cordon) for c in reply.commands] == [("cordon", False)]
+    assert scheduler.registry.capacity("chromium") == 4
+
+
+async def test_cordon_of_unknown_node_is_not_found(channel: grpc.aio.Channel) -> None:
+    """Cordon, drain and uncordon of a node never registered answer NOT_FOUND; no id is INVALID."""
+    api = scheduler_pb2_grpc.SchedulerStub(channel)
+    for call in (api.CordonNode, api.DrainNode, api.UncordonNode):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(node_pb2.NodeRef(node_id="nobody"), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "nobody" in (caught.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await api.CordonNode(node_pb2.NodeRef(), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

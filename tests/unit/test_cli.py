@@ -266,6 +266,67 @@ def test_tables_render_runs_stats_and_nodes() -> None:
     assert run_status(_run()) == "completed"
 
 
+class _NodeClient:
+    """Answers cordon/drain/uncordon like the gateway would, and records the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __enter__(self) -> _NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def _node(self, verb: str, node_id: str, state: int) -> node_pb2.Node:
+        self.calls.append((verb, node_id))
+        return node_pb2.Node(info=node_pb2.NodeInfo(node_id=node_id), state=state)
+
+    def cordon_node(self, node_id: str) -> node_pb2.Node:
+        return self._node("cordon", node_id, node_pb2.NODE_STATE_CORDONED)
+
+    def drain_node(self, node_id: str) -> node_pb2.Node:
+        return self._node("drain", node_id, node_pb2.NODE_STATE_DRAINING)
+
+    def uncordon_node(self, node_id: str) -> node_pb2.Node:
+        return self._node("uncordon", node_id, node_pb2.NODE_STATE_READY)
+
+
+def test_nodes_cordon_drain_uncordon(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`smartctl nodes cordon|drain|uncordon NODE` call the gateway and print the new state."""
+    client = _NodeClient()
+    monkeypatch.setattr("cli._nodes.open_client", lambda ctx: client)
+    for verb, state in (("cordon", "cordoned"), ("drain", "draining"), ("uncordon", "ready")):
+        result = runner.invoke(app, ["nodes", verb, "n1"])
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == f"node n1 is {state}"
+    result = runner.invoke(app, ["nodes", "drain", "n2", "-o", "json"])
+    assert json.loads(result.output)["state"] == "NODE_STATE_DRAINING"
+    assert client.calls == [("cordon", "n1"), ("drain", "n1"), ("uncordon", "n1"), ("drain", "n2")]
+    assert runner.invoke(app, ["nodes", "cordon"]).exit_code == 2  # the node is required
+
+
+def test_nodes_show_playwright_and_browser_versions() -> None:
+    """`nodes ls` shows the Playwright and browser versions; -o json carries them too."""
+    node = node_pb2.Node(
+        info=node_pb2.NodeInfo(
+            node_id="n1",
+            engines=["chromium"],
+            playwright_version="1.65.0",
+            browser_versions={"chromium": "156.0.7000.1"},
+        ),
+        state=node_pb2.NODE_STATE_READY,
+    )
+    console = Console(record=True, width=200)
+    console.print(nodes_table([node]))
+    text = console.export_text()
+    assert "PLAYWRIGHT" in text and "BROWSER" in text
+    assert "1.65.0" in text and "chromium 156.0.7000.1" in text
+    info = message_dict(node)["info"]
+    assert info["playwright_version"] == "1.65.0"
+    assert info["browser_versions"] == {"chromium": "156.0.7000.1"}
+
+
 def test_watch_exit_codes() -> None:
     """0 all sessions ok, 1 completed with failures, 2 cancelled or failed."""
     assert exit_code_for(completed=True, planned=4, succeeded=4, failed=0) == 0
@@ -319,3 +380,31 @@ def test_serve_invalid_env_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("SMARTFLEET_NODE_SLOTS", "lots")
     with pytest.raises(CliError, match="node_slots"):
         build_settings(NodeSettings)
+
+
+def test_metrics_table_and_result_columns() -> None:
+    """The watch summary's metrics table formats each measurement; CSV rows carry the vitals."""
+    from cli._output import RESULT_COLUMNS, metrics_table, result_row
+    from smartfleet.v1 import results_pb2
+
+    stats = runs_pb2.RunStats(
+        metrics=[
+            runs_pb2.MetricStats(name="lcp_ms", p50=120, p95=480, p99=12_000, count=9),
+            runs_pb2.MetricStats(name="cls", p50=0.05, p95=0.1, p99=0.25, count=9),
+            runs_pb2.MetricStats(name="bytes", p50=2_500, p95=1_200_000, p99=1_500_000, count=9),
+        ]
+    )
+    console = Console(record=True, width=120)
+    console.print(metrics_table(stats))
+    text = console.export_text()
+    assert "lcp_ms" in text and "480ms" in text and "12.00s" in text
+    assert "0.250" in text and "2.5 KB" in text and "1.2 MB" in text
+    result = results_pb2.SessionResult(
+        vitals=results_pb2.WebVitals(ttfb_ms=12.34, fcp_ms=40, lcp_ms=55, cls=0.012345),
+        bytes_transferred=4096,
+        request_count=3,
+    )
+    row = result_row(result)
+    assert set(RESULT_COLUMNS) == set(row)
+    assert (row["ttfb_ms"], row["lcp_ms"], row["cls"]) == (12.3, 55, 0.0123)
+    assert (row["bytes"], row["requests"]) == (4096, 3)

@@ -11,7 +11,14 @@ from services.common.contracts import (
     result_to_pb,
 )
 from services.common.spec import validate_spec
-from services.common.types import ErrorClass, JobEnvelope, NavigationTiming, Outcome, SessionResult
+from services.common.types import (
+    ErrorClass,
+    JobEnvelope,
+    NavigationTiming,
+    Outcome,
+    SessionResult,
+    WebVitals,
+)
 from services.scheduler._convert import spec_data_from_pb, spec_to_pb
 from smartfleet.v1 import results_pb2
 
@@ -49,7 +56,7 @@ def test_envelope_round_trip() -> None:
 
 
 def test_result_round_trip() -> None:
-    """A session result with timings and a redirect chain survives the node link."""
+    """A session result with timings, vitals, traffic, console errors and redirects survives."""
     now = datetime.now(UTC)
     result = SessionResult(
         job_id="r-1",
@@ -64,6 +71,10 @@ def test_result_round_trip() -> None:
         http_status=500,
         redirect_chain=("http://127.0.0.1/a", "http://127.0.0.1/b"),
         timing=NavigationTiming(ttfb_ms=12.5, load_ms=40.0),
+        vitals=WebVitals(ttfb_ms=12.5, fcp_ms=30.0, lcp_ms=35.5, cls=0.125),
+        bytes_transferred=12_345,
+        request_count=7,
+        console_errors=("demo error", "Error: boom"),
     )
     assert result_from_pb(result_to_pb(result)) == result
 
