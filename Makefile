@@ -39,5 +39,9 @@ test-fast: $(STAMP)
 demo: setup
 	bash scripts/demo.sh
 
+# Benchmarks of issue 5: ~2 minutes on 2 cores; writes bench/results/latest.{md,json}.
+bench: setup
+	$(PY) -m bench.run
+
 clean:
 	rm -rf $(VENV) .smartfleet
