@@ -29,6 +29,7 @@ from services.browser_node._pool import BrowserPool
 from services.browser_node._reporter import ResultReporter
 from services.browser_node._session import ENGINE, SessionRunner
 from services.browser_node._worker import JobWorker
+from services.common import bus
 from services.common.bus import connect, node_pools
 from services.common.config import NodeSettings
 from services.common.errors import SmartfleetError
@@ -197,11 +198,7 @@ class BrowserNode:
         await self._reporter.stop()
         await self.link.stop()
         if self._nats is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._nats.drain(), _NATS_DRAIN_TIMEOUT)
-            if not self._nats.is_closed:
-                with contextlib.suppress(Exception):
-                    await self._nats.close()
+            await bus.close(self._nats, timeout=_NATS_DRAIN_TIMEOUT)
         await self.pool.stop()
         await self._health.stop(grace=1.0)
         logger.info("node %s stopped", self.node_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import re
@@ -67,6 +69,15 @@ async def connect(servers: Sequence[str], *, name: str) -> NatsClient:
         connect_timeout=5,
         error_cb=on_error,
     )
+
+
+async def close(nc: NatsClient, *, timeout: float = 5.0) -> None:
+    """Drain within `timeout`, then close: a connection stuck reconnecting must not hang shutdown."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.drain(), timeout)
+    if not nc.is_closed:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), timeout)
 
 
 @dataclass(frozen=True, slots=True)

@@ -379,8 +379,7 @@ class SchedulerService:
             await self.dispatcher.stop()
         await self.hub.stop()
         if self._nats:
-            with contextlib.suppress(Exception):
-                await self._nats.drain()
+            await bus.close(self._nats)
             self._nats = None
         await self.db.close()
 
