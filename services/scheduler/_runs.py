@@ -170,6 +170,10 @@ def metric_stats(details: Iterable[Mapping[str, Any]]) -> list[MetricStats]:
     return stats
 
 
+# Specs kept in memory (the first cached leaves first); a spec is a few KB.
+SPEC_CACHE_SIZE = 10_000
+
+
 class RunStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -283,17 +287,14 @@ class RunStore:
     async def spec(self, run_id: str) -> RunSpec:
         """A run's spec (immutable once created), cached."""
         spec = self._specs.get(run_id)
-        if spec is None:
-            spec = (await self.get(run_id)).spec
-            self._specs[run_id] = spec
-        return spec
+        return spec if spec is not None else (await self.get(run_id)).spec
 
     async def get(self, run_id: str) -> Run:
         async with self._db.read() as session:
             row = await session.get(RunRow, run_id)
             if row is None:
                 raise NotFound("run", run_id)
-            return Run.from_row(row)
+            return self._with_cached_spec(row)
 
     async def list_runs(self, *, limit: int) -> list[Run]:
         async with self._db.read() as session:
@@ -313,9 +314,14 @@ class RunStore:
             return [self._with_cached_spec(row) for row in rows]
 
     def _with_cached_spec(self, row: RunRow) -> Run:
+        """Validating a stored spec is the costly part of a read; specs never change, so keep them."""
         spec = self._specs.get(row.id)
         if spec is None:
-            return Run.from_row(row)
+            run = Run.from_row(row)
+            self._specs[row.id] = run.spec
+            while len(self._specs) > SPEC_CACHE_SIZE:
+                self._specs.pop(next(iter(self._specs)))
+            return run
         return Run.from_row(row, spec=spec)
 
     async def jobs(self, run_id: str, *, status: str, limit: int) -> list[JobRow]:
