@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -366,22 +366,37 @@ class SchedulerService:
                 logger.exception("maintenance sweep failed")
 
     async def stop(self, grace: timedelta = timedelta(seconds=5)) -> None:
+        """Each step bounded: a stuck part is named in the log and shutdown still completes."""
         if self._server:
-            await self._server.stop(grace.total_seconds())
-            self._server = None
+            server, self._server = self._server, None
+            await _bounded(
+                "grpc server", server.stop(grace.total_seconds()), grace + STOP_STEP_TIMEOUT
+            )
         if self._maintenance:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+                await _bounded("maintenance", self._maintenance)
             self._maintenance = None
-        await self.schedule_runner.stop()
+        await _bounded("schedule runner", self.schedule_runner.stop())
         if hasattr(self, "dispatcher"):
-            await self.dispatcher.stop()
-        await self.hub.stop()
+            await _bounded("dispatcher", self.dispatcher.stop())
+        await _bounded("progress hub", self.hub.stop())
         if self._nats:
-            await bus.close(self._nats)
-            self._nats = None
-        await self.db.close()
+            nats_client, self._nats = self._nats, None
+            await _bounded("nats", bus.close(nats_client))
+        await _bounded("database", self.db.close())
+
+
+STOP_STEP_TIMEOUT = timedelta(seconds=10)
+
+
+async def _bounded(
+    step: str, awaitable: Awaitable[object], limit: timedelta = STOP_STEP_TIMEOUT
+) -> None:
+    try:
+        await asyncio.wait_for(awaitable, limit.total_seconds())
+    except TimeoutError:
+        logger.warning("shutdown: %s did not stop within %s; going on", step, limit)
 
 
 async def serve(settings: SchedulerSettings) -> None:
