@@ -6,12 +6,14 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import Page, Response
 
 from services.common.types import ErrorClass, NavigationTiming, Outcome, StepOutcome, WebVitals
 
+_MAX_REFUSED_HOSTS = 10
 _CRASH_MARKERS = ("crash", "has been closed", "browser has disconnected", "target closed")
 
 
@@ -38,6 +40,15 @@ class Observation:
     bytes_transferred: int = 0
     request_count: int = 0
     console_errors: list[str] = field(default_factory=list)
+    # Subresource requests the allowlist refused, and their hosts (the first few).
+    refused_requests: int = 0
+    refused_hosts: list[str] = field(default_factory=list)
+
+    def refuse_subresource(self, url: str) -> None:
+        self.refused_requests += 1
+        host = urlsplit(url).hostname or url
+        if host not in self.refused_hosts and len(self.refused_hosts) < _MAX_REFUSED_HOSTS:
+            self.refused_hosts.append(host)
 
     def fail(self, outcome: Outcome, error_class: ErrorClass, error: str) -> None:
         self.outcome, self.error_class, self.error = outcome, error_class, error

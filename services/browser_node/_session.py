@@ -37,6 +37,22 @@ _WRITE_BACK_TIMEOUT = timedelta(seconds=4)
 _MEASURE_TIMEOUT = timedelta(seconds=1)
 
 
+def _checked_scheme(url: str) -> bool:
+    """Requests the allowlist governs: the network ones (data: and blob: never leave the page)."""
+    return url.startswith(("http:", "https:", "ws:", "wss:"))
+
+
+def _console_errors(seen: Observation) -> tuple[str, ...]:
+    """The page's console errors, and first what the allowlist refused (the page may not say)."""
+    if not seen.refused_requests:
+        return tuple(seen.console_errors)
+    refused = (
+        f"Smartfleet refused {seen.refused_requests} request(s) to hosts outside the run's "
+        f"allowlist: {', '.join(seen.refused_hosts)}"
+    )
+    return (refused, *seen.console_errors)
+
+
 class SessionRunner:
     """Runs one job envelope in a fresh context of the pool; never raises for a session failure."""
 
@@ -115,7 +131,7 @@ class SessionRunner:
             vitals=seen.vitals,
             bytes_transferred=seen.bytes_transferred,
             request_count=seen.request_count,
-            console_errors=tuple(seen.console_errors),
+            console_errors=_console_errors(seen),
         )
 
     def _refuse(self, envelope: JobEnvelope) -> tuple[Outcome, ErrorClass, str] | None:
@@ -211,11 +227,16 @@ class SessionRunner:
     async def _guard_navigations(
         page: Page, allowed_hosts: tuple[str, ...], seen: Observation
     ) -> None:
-        """Fail document requests (redirect hops included) that leave the allowlist, unsent.
+        """Refuse, unsent, every request of the page to a host outside the allowlist.
 
-        Playwright's `route` sees only the first request of a redirect chain, so this pauses
-        documents with CDP's Fetch domain instead; subresources are not paused (no added latency).
+        A refused document (redirect hops included) ends the session `blocked_by_allowlist`;
+        a refused subresource (image, script, XHR...) only fails that request, as an ad blocker
+        would. Playwright's `route` sees only the first request of a redirect chain, so this
+        pauses requests with CDP's Fetch domain instead; with `*` in the allowlist nothing is
+        paused (no added latency).
         """
+        if "*" in allowed_hosts:
+            return
         cdp = await page.context.new_cdp_session(page)
         tree = await cdp.send("Page.getFrameTree")
         main_frame = tree["frameTree"]["frame"]["id"]
@@ -223,27 +244,24 @@ class SessionRunner:
         async def on_paused(event: dict[str, Any]) -> None:
             request_id, url = event["requestId"], event["request"]["url"]
             try:
-                if target_allowed(url, allowed_hosts):
+                if not _checked_scheme(url) or target_allowed(url, allowed_hosts):
                     await cdp.send("Fetch.continueRequest", {"requestId": request_id})
-                else:
+                    return
+                if event.get("resourceType") == "Document":
                     seen.blocked_url = url
                     if event.get("frameId") == main_frame:
                         seen.blocked_main_frame = url
-                    await cdp.send(
-                        "Fetch.failRequest",
-                        {"requestId": request_id, "errorReason": "BlockedByClient"},
-                    )
+                else:
+                    seen.refuse_subresource(url)
+                await cdp.send(
+                    "Fetch.failRequest", {"requestId": request_id, "errorReason": "BlockedByClient"}
+                )
             except PlaywrightError:
                 pass  # the page went away meanwhile
 
         cdp.on("Fetch.requestPaused", on_paused)
         await cdp.send(
-            "Fetch.enable",
-            {
-                "patterns": [
-                    {"urlPattern": "*", "resourceType": "Document", "requestStage": "Request"}
-                ]
-            },
+            "Fetch.enable", {"patterns": [{"urlPattern": "*", "requestStage": "Request"}]}
         )
 
     @staticmethod

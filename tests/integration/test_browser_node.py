@@ -341,6 +341,57 @@ async def test_node_proxy_carries_sessions_without_account(
     assert "http://shop.example.com/cart" in seen
 
 
+@pytest.fixture
+def mixed_site_proxy() -> Iterator[tuple[str, list[str]]]:
+    """A proxy serving shop.example.com, whose page also loads from hosts of other parties."""
+    seen: list[str] = []
+    page = (
+        b"<html><body><script src='http://shop.example.com/app.js'></script>"
+        b"<img src='http://tracker.example.net/pixel.gif'>"
+        b"<script src='http://cdn.example.org/lib.js'></script>ok</body></html>"
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body, kind = (page, "text/html") if self.path.endswith("/page") else (b"", "text/plain")
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_session_refuses_subresources_off_allowlist(
+    mixed_site_proxy: tuple[str, list[str]],
+) -> None:
+    """Subresources on hosts outside the allowlist are refused unsent; the session still succeeds."""
+    proxy, seen = mixed_site_proxy
+    async with BrowserPool(proxy=proxy) as proxied:
+        session = SessionRunner(pool=proxied, node_id="node-test")
+        result = await session.run(
+            envelope("http://shop.example.com/page", allowed_hosts=("shop.example.com",))
+        )
+    assert result.outcome is Outcome.OK, result.error
+    assert "http://shop.example.com/app.js" in seen
+    assert not [url for url in seen if "tracker.example.net" in url or "cdn.example.org" in url]
+    assert "refused 2 request(s)" in result.console_errors[0]
+    assert "tracker.example.net" in result.console_errors[0]
+    assert "cdn.example.org" in result.console_errors[0]
+
+
 async def test_session_blocks_redirect_off_allowlist(
     runner: SessionRunner, redirect_away: str
 ) -> None:
