@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import NoReturn, TypeVar
+from typing import BinaryIO, NoReturn, TypeVar
 
 import grpc
 
 from cli._config import Connection
 from cli._errors import CliError
-from smartfleet.v1 import fleet_pb2_grpc, node_pb2, results_pb2, runs_pb2
+from smartfleet.v1 import artifacts_pb2, fleet_pb2_grpc, node_pb2, results_pb2, runs_pb2
 
 ResponseT = TypeVar("ResponseT")
 
@@ -90,6 +90,39 @@ class FleetClient:
             if not response.next_after:
                 return
             after = response.next_after
+
+    def iter_artifacts(self, run_id: str, *, job_id: str = "") -> Iterator[artifacts_pb2.Artifact]:
+        """Every stored artifact of a run (or one job), in key order, a page per call."""
+        after = ""
+        while True:
+            request = artifacts_pb2.ListArtifactsRequest(
+                run_id=run_id, job_id=job_id, after_key=after
+            )
+            response = self._unary(self._stub.ListArtifacts, request)
+            yield from response.artifacts
+            if not response.next_after_key:
+                return
+            after = response.next_after_key
+
+    def download_artifact(
+        self, key: str, handle: BinaryIO, *, on_bytes: Callable[[int], None] | None = None
+    ) -> int:
+        """Write one artifact's bytes to `handle`; returns how many were written."""
+        written = 0
+        try:
+            # A large artifact takes longer than one call's deadline: allow 1 MB/s on top.
+            for chunk in self._stub.GetArtifact(
+                artifacts_pb2.GetArtifactRequest(key=key),
+                timeout=self._connection.timeout + 600,
+                metadata=self._metadata,
+            ):
+                handle.write(chunk.data)
+                written += len(chunk.data)
+                if on_bytes is not None:
+                    on_bytes(len(chunk.data))
+        except grpc.RpcError as error:
+            self._raise(error)
+        return written
 
     def list_hosts(self) -> list[runs_pb2.HostBackoff]:
         return list(self._unary(self._stub.ListHosts, runs_pb2.ListHostsRequest()).hosts)

@@ -16,13 +16,14 @@ from rich.progress import Progress
 from rich.table import Table
 
 from cli._context import open_client
-from cli._errors import err_console, report_errors
+from cli._errors import CliError, err_console, report_errors
 from cli._output import (
     RESULT_COLUMNS,
     OutputFormat,
     console,
     jobs_table,
     message_dict,
+    metric_text,
     print_json,
     result_row,
     run_status,
@@ -334,4 +335,101 @@ def export_results(
     finally:
         if out:
             handle.close()
+    return written
+
+
+@app.command("artifacts")
+@report_errors
+def artifacts(
+    ctx: typer.Context,
+    run_id: RunArgument,
+    job: Annotated[
+        str, typer.Option("--job", "-j", metavar="JOB", help="Only this job's artifacts.")
+    ] = "",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Download them into DIR (as <job>/<attempt>/<name>); without it, list them.",
+        ),
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """List or download a run's artifacts: screenshots, Playwright traces, HARs."""
+    with open_client(ctx) as client:
+        found = list(client.iter_artifacts(run_id, job_id=job))
+        if out is None:
+            _print_artifacts(found, run_id=run_id, job=job, output=output)
+            return
+        written = _download_artifacts(client, found, out)
+    total = sum(artifact.size_bytes for artifact in found)
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "run_id": run_id,
+                "out": str(out),
+                "files": [str(path) for path in written],
+                "bytes": total,
+            }
+        )
+        return
+    where = escape(str(out))
+    err_console.print(
+        f"downloaded {len(written)} artifact(s), {metric_text('bytes', total)}, to {where}"
+        if written
+        else f"no artifacts for run {escape(run_id)}" + (f" job {escape(job)}" if job else "")
+    )
+
+
+def _print_artifacts(found: list[Any], *, run_id: str, job: str, output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        print_json({"artifacts": [message_dict(artifact) for artifact in found]})
+        return
+    if not found:
+        scope = f"job {escape(job)} of run {escape(run_id)}" if job else f"run {escape(run_id)}"
+        console.print(
+            f"no artifacts for {scope} (kept per the run's `artifacts` policy: "
+            "never, on_failure or always)"
+        )
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("JOB", "TRY", "NAME", "SIZE", "CREATED"):
+        table.add_column(column, no_wrap=True)
+    for artifact in found:
+        table.add_row(
+            escape(artifact.job_id),
+            str(artifact.attempt),
+            escape(artifact.name),
+            metric_text("bytes", artifact.size_bytes),
+            artifact.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+    total = sum(artifact.size_bytes for artifact in found)
+    err_console.print(
+        f"{len(found)} artifact(s), {metric_text('bytes', total)}; "
+        f"download with `smartctl run artifacts {escape(run_id)} --out DIR`"
+    )
+
+
+def _download_artifacts(client: Any, found: list[Any], out: Path) -> list[Path]:
+    """Each artifact to out/<job>/<attempt>/<name>, written whole or not at all."""
+    written: list[Path] = []
+    total = sum(artifact.size_bytes for artifact in found)
+    with Progress(transient=True, console=err_console) as progress:
+        task = progress.add_task("downloading", total=total or None)
+        for artifact in found:
+            # The key's parts were checked by the scheduler; refuse anything else anyway.
+            parts = (artifact.job_id, str(artifact.attempt), artifact.name)
+            if any(not part or part.startswith(".") or "/" in part for part in parts):
+                raise CliError(f"refusing the artifact key {artifact.key!r}")
+            target = out.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.part")
+            with open(partial, "wb") as handle:
+                client.download_artifact(
+                    artifact.key, handle, on_bytes=lambda n: progress.advance(task, n)
+                )
+            partial.replace(target)
+            written.append(target)
     return written

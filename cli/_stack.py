@@ -251,6 +251,8 @@ class Stack:
             env["SMARTFLEET_NODE_ID"] = self.node_id
             env["SMARTFLEET_NODE_SLOTS"] = str(self._node_slots)
             env["SMARTFLEET_NODE_LISTEN"] = f"{self._host}:0"
+            # Where the node stages artifacts before uploading them to the scheduler's store.
+            env["SMARTFLEET_ARTIFACT_DIR"] = str(self.data_dir / "node-artifacts")
         env.update(self._extra_env)
         return env
 

@@ -11,13 +11,22 @@ import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+class ArtifactUploader(Protocol):
+    """Where a node sends the artifacts it keeps (the scheduler link); returns the stored key."""
+
+    async def put_artifact(
+        self, *, run_id: str, job_id: str, attempt: int, name: str, path: Path
+    ) -> str: ...
+
+
 def _component(value: str) -> str:
     """One safe path component: no separators, no leading dot (so never `.`, `..` or hidden)."""
-    return _UNSAFE.sub("_", value)[:128].lstrip(".") or "_"
+    return _UNSAFE.sub("_", value)[:120].lstrip(".") or "_"
 
 
 def default_artifact_dir() -> Path:

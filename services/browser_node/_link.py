@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 
@@ -26,7 +27,7 @@ from services.browser_node._backoff import Backoff
 from services.common.contracts import node_info_to_pb, node_load_to_pb, result_to_pb
 from services.common.errors import SmartfleetError, Unavailable
 from services.common.types import NodeInfo, NodeLoad, NodeState, SessionResult
-from smartfleet.v1 import node_pb2, node_pb2_grpc
+from smartfleet.v1 import artifacts_pb2, node_pb2, node_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ _MAX_INTERVAL = timedelta(minutes=1)
 _DEFAULT_INTERVAL = timedelta(seconds=2)
 # Job ids per ReportInProgress call (the scheduler accepts up to 1000).
 _IN_PROGRESS_CHUNK = 500
+_UPLOAD_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,6 +270,37 @@ class SchedulerLink:
             )
         except grpc.aio.AioRpcError as error:
             raise _account_error(error, "PutAccountState", state.account) from error
+
+    async def put_artifact(
+        self, *, run_id: str, job_id: str, attempt: int, name: str, path: Path
+    ) -> str:
+        """Upload one artifact file into the scheduler's store; returns its key.
+
+        Raises Unavailable when trying again later may work, SmartfleetError otherwise.
+        """
+        size = (await asyncio.to_thread(path.stat)).st_size
+        header = artifacts_pb2.ArtifactHeader(
+            node_id=self.node_id,
+            run_id=run_id,
+            job_id=job_id,
+            attempt=attempt,
+            name=name,
+            size_bytes=size,
+        )
+
+        async def messages() -> AsyncIterator[artifacts_pb2.ArtifactUpload]:
+            yield artifacts_pb2.ArtifactUpload(header=header)
+            with path.open("rb") as handle:
+                while chunk := await asyncio.to_thread(handle.read, _UPLOAD_CHUNK):
+                    yield artifacts_pb2.ArtifactUpload(data=chunk)
+
+        # Large artifacts get time in proportion (at least 1 MB/s) on top of the call timeout.
+        timeout = self._call_timeout.total_seconds() + size / 1e6
+        try:
+            reply = await self._connect().PutArtifact(messages(), timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise _error_from(error, "PutArtifact") from error
+        return str(reply.key)
 
     async def _run(self) -> None:
         backoff = Backoff(initial=timedelta(milliseconds=250), maximum=timedelta(seconds=10))

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from playwright._repo_version import version as PLAYWRIGHT_VERSION
 from playwright.async_api import Browser, Page, Playwright, async_playwright
@@ -174,7 +175,12 @@ class BrowserPool:
 
     @contextlib.asynccontextmanager
     async def session(
-        self, *, run_id: str, cell: Cell | None = None, account: str = ""
+        self,
+        *,
+        run_id: str,
+        cell: Cell | None = None,
+        account: str = "",
+        har_path: Path | None = None,
     ) -> AsyncIterator[Page]:
         """A fresh context and page for one session, closed when the block ends.
 
@@ -193,6 +199,10 @@ class BrowserPool:
         )
         if self._mark_traffic and run_id:
             options["extra_http_headers"] = {RUN_HEADER: run_id}
+        if har_path is not None:
+            # Written when the context closes; bodies are left out to keep it small.
+            options["record_har_path"] = str(har_path)
+            options["record_har_content"] = "omit"
         live, state = await self._acquire(account)
         if state is not None and state.storage_state is not None:
             options["storage_state"] = state.storage_state

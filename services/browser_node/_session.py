@@ -15,7 +15,8 @@ from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from services.browser_node._accounts import AccountRefused, AccountStateUnavailable
 from services.browser_node._allowlist import scheme_allowed, target_allowed
-from services.browser_node._artifacts import ArtifactStore
+from services.browser_node._artifacts import ArtifactStore, ArtifactUploader
+from services.browser_node._backoff import Backoff
 from services.browser_node._emulation import UnknownDevice
 from services.browser_node._failures import StepFailed, navigation_error_class
 from services.browser_node._measurements import PageMeter
@@ -23,7 +24,7 @@ from services.browser_node._observed import Observation, first_line, looks_crash
 from services.browser_node._pool import BrowserPool
 from services.browser_node._steps import StepExecutor
 from services.common.durations import format_duration
-from services.common.errors import SmartfleetError
+from services.common.errors import SmartfleetError, Unavailable
 from services.common.types import ErrorClass, JobEnvelope, Outcome, SessionResult
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ _TEARDOWN_SLACK = timedelta(seconds=5)
 _WRITE_BACK_TIMEOUT = timedelta(seconds=4)
 # Reading the page's measurements at the end: at most this, less once the session is past due.
 _MEASURE_TIMEOUT = timedelta(seconds=1)
+_TRACE_TIMEOUT = timedelta(seconds=10)
+_UPLOAD_ATTEMPTS = 3
+
+
+def _upload_backoff() -> Backoff:
+    return Backoff(initial=timedelta(milliseconds=500), maximum=timedelta(seconds=4))
 
 
 def _checked_scheme(url: str) -> bool:
@@ -63,11 +70,14 @@ class SessionRunner:
         node_id: str,
         default_timeout: timedelta = timedelta(seconds=60),
         artifacts: ArtifactStore | None = None,
+        uploader: ArtifactUploader | None = None,
     ) -> None:
         self._pool = pool
         self._node_id = node_id
         self._default_timeout = default_timeout
         self.artifacts = artifacts or ArtifactStore()
+        # Where kept artifacts go (the scheduler's store); None keeps them in `artifacts`.
+        self._uploader = uploader
 
     async def run(self, envelope: JobEnvelope) -> SessionResult:
         started_at = datetime.now(UTC)
@@ -89,7 +99,49 @@ class SessionRunner:
             if seen.artifacts and seen.outcome is Outcome.OK and envelope.artifacts != "always":
                 await asyncio.to_thread(self.artifacts.discard, list(seen.artifacts))
                 seen.artifacts.clear()
+            if seen.artifacts and self._uploader is not None:
+                await self._upload(envelope, seen)
         return self._result(envelope, seen, started_at=started_at, started=started)
+
+    async def _upload(self, envelope: JobEnvelope, seen: Observation) -> None:
+        """Move the kept artifacts into the scheduler's store; an artifact that cannot be
+        stored is left out of the result (with a warning) rather than referenced in vain."""
+        assert self._uploader is not None
+        stored = []
+        outage = False
+        for key in seen.artifacts:
+            if outage:  # the store stays unreachable: do not wait for it once per artifact
+                logger.warning("artifact %s not stored: the scheduler is unavailable", key)
+                continue
+            path = self.artifacts.path(key)
+            name = key.rsplit("/", 1)[-1]
+            backoff = _upload_backoff()
+            for attempt in range(_UPLOAD_ATTEMPTS):
+                try:
+                    stored.append(
+                        await self._uploader.put_artifact(
+                            run_id=envelope.run_id,
+                            job_id=envelope.job_id,
+                            attempt=envelope.attempt,
+                            name=name,
+                            path=path,
+                        )
+                    )
+                    break
+                except FileNotFoundError:
+                    logger.warning("artifact %s vanished before its upload", key)
+                    break
+                except Unavailable as error:
+                    if attempt + 1 == _UPLOAD_ATTEMPTS:
+                        logger.warning("artifact %s not stored: %s", key, error.message)
+                        outage = True
+                    else:
+                        await asyncio.sleep(backoff.next().total_seconds())
+                except SmartfleetError as error:
+                    logger.warning("artifact %s not stored: %s", key, error.message)
+                    break
+        await asyncio.to_thread(self.artifacts.discard, list(seen.artifacts))
+        seen.artifacts[:] = stored
 
     def cancelled(
         self, envelope: JobEnvelope, *, started_at: datetime | None = None
@@ -170,10 +222,20 @@ class SessionRunner:
         deadline = asyncio.get_running_loop().time() + timeout.total_seconds()
         # The hard stop also covers a driver that stops answering.
         async with asyncio.timeout(timeout.total_seconds() + _TEARDOWN_SLACK.total_seconds()):
+            recording = envelope.artifacts in ("on_failure", "always")
+            har_key = self._key(envelope, "session", ".har") if recording else ""
+            har_path = self.artifacts.path(har_key) if har_key else None
+            if har_path is not None:
+                await asyncio.to_thread(har_path.parent.mkdir, parents=True, exist_ok=True)
             async with self._pool.session(
-                run_id=envelope.run_id, cell=envelope.cell, account=envelope.account
+                run_id=envelope.run_id,
+                cell=envelope.cell,
+                account=envelope.account,
+                har_path=har_path,
             ) as page:
                 page.on("crash", lambda _: setattr(seen, "page_crashed", True))
+                if recording:
+                    await page.context.tracing.start(screenshots=True, snapshots=True)
                 meter = PageMeter(page, seen)
                 await meter.attach()
                 await self._guard_navigations(page, envelope.allowed_hosts, seen)
@@ -195,8 +257,40 @@ class SessionRunner:
                 await meter.read(within=min(_MEASURE_TIMEOUT.total_seconds(), max(0.25, left)))
                 if seen.outcome is not Outcome.OK:
                     await executor.capture_failure()
-                elif envelope.account and envelope.write_back_state:
-                    await self._write_back(page, envelope, seen)
+                else:
+                    if envelope.artifacts == "always":
+                        await executor.capture_final()
+                    if envelope.account and envelope.write_back_state:
+                        await self._write_back(page, envelope, seen)
+                if recording:
+                    await self._stop_trace(page, envelope, seen)
+            # The HAR is complete once the context closed.
+            if har_path is not None and await asyncio.to_thread(har_path.exists):
+                seen.artifacts.append(har_key)
+
+    def _key(self, envelope: JobEnvelope, name: str, suffix: str) -> str:
+        return self.artifacts.key(
+            run_id=envelope.run_id,
+            job_id=envelope.job_id,
+            attempt=envelope.attempt,
+            name=name,
+            suffix=suffix,
+        )
+
+    async def _stop_trace(self, page: Page, envelope: JobEnvelope, seen: Observation) -> None:
+        """Save the Playwright trace when the policy keeps this session's artifacts."""
+        keep = envelope.artifacts == "always" or seen.outcome is not Outcome.OK
+        key = self._key(envelope, "trace", ".zip") if keep else ""
+        try:
+            await asyncio.wait_for(
+                page.context.tracing.stop(path=self.artifacts.path(key) if key else None),
+                _TRACE_TIMEOUT.total_seconds(),
+            )
+        except (PlaywrightError, TimeoutError) as error:
+            logger.debug("no trace for %s: %s", envelope.job_id, first_line(error))
+        else:
+            if key:
+                seen.artifacts.append(key)
 
     async def _write_back(self, page: Page, envelope: JobEnvelope, seen: Observation) -> None:
         """Store the cookies and local storage the session ended with, for the account's next one.

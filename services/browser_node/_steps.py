@@ -115,16 +115,23 @@ class StepExecutor:
 
     async def capture_failure(self) -> None:
         """A screenshot of the page as the session failed (unless the policy is `never`)."""
+        await self._capture_page("failure" if "failure" not in self._artifact_names else "failed")
+
+    async def capture_final(self) -> None:
+        """A screenshot of the page as the session ended well (the policy `always`)."""
+        await self._capture_page("final" if "final" not in self._artifact_names else "last")
+
+    async def _capture_page(self, name: str) -> None:
         page = self._page
         if self._envelope.artifacts == "never" or self._seen.page_crashed or page.is_closed():
             return
-        key = self._artifact_key("failure" if "failure" not in self._artifact_names else "failed")
+        key = self._artifact_key(name)
         try:
             await asyncio.wait_for(
                 page.screenshot(path=self._artifacts.path(key), timeout=3000), 4.0
             )
         except (PlaywrightError, TimeoutError) as error:
-            logger.debug("no failure screenshot for %s: %s", self._envelope.job_id, error)
+            logger.debug("no %s screenshot for %s: %s", name, self._envelope.job_id, error)
         else:
             self._seen.artifacts.append(key)
 

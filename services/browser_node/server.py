@@ -74,7 +74,10 @@ class BrowserNode:
             proxy=settings.node_proxy or "",
         )
         self._runner = SessionRunner(
-            pool=self.pool, node_id=self.node_id, artifacts=ArtifactStore(settings.artifact_dir)
+            pool=self.pool,
+            node_id=self.node_id,
+            artifacts=ArtifactStore(settings.artifact_dir),
+            uploader=self.link,
         )
         self._reporter = ResultReporter(
             link=self.link,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -51,6 +53,24 @@ class SchedulerSettings(_Base):
     # Fernet key(s) encrypting account storage state (comma-separated: the first encrypts, all
     # decrypt). Unset: a key file next to a SQLite database; PostgreSQL then stores no state.
     secret_key: str | None = Field(default=None, repr=False)
+    # The artifact store (screenshots, traces, HARs nodes upload); unset: `artifacts` next to a
+    # SQLite database, else <temp dir>/smartfleet-artifact-store. Kept for `artifact_retention`
+    # and at most `artifact_max_mb` in all (the oldest go first).
+    artifact_dir: str | None = None
+    artifact_retention: Duration = timedelta(days=7)
+    artifact_max_mb: int = Field(default=5120, ge=1)
+    artifact_max_upload_mb: int = Field(default=512, ge=1)
+
+    @property
+    def artifact_root(self) -> Path:
+        if self.artifact_dir and self.artifact_dir.strip():
+            return Path(self.artifact_dir.strip())
+        from sqlalchemy.engine import make_url  # only the scheduler needs it
+
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return Path(url.database).resolve().parent / "artifacts"
+        return Path(tempfile.gettempdir()) / "smartfleet-artifact-store"
 
     @property
     def allowed_host_list(self) -> list[str]:
@@ -82,7 +102,7 @@ class NodeSettings(_Base):
     report_batch_size: int = 64
     report_linger: Duration = timedelta(milliseconds=20)
     shutdown_grace: Duration = timedelta(seconds=20)
-    # Where session artifacts go; unset: <temp dir>/smartfleet-artifacts.
+    # Where session artifacts wait for their upload; unset: <temp dir>/smartfleet-artifacts.
     artifact_dir: str | None = None
     # Browsers kept open for accounts (least recently used closes first), and their idle timeout.
     account_browsers: int = Field(default=8, ge=1)

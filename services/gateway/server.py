@@ -38,6 +38,13 @@ def _message_class(descriptor: Any) -> Any:
     return message_factory.GetMessageClass(descriptor)
 
 
+def _upstream_error(error: grpc.aio.AioRpcError) -> UpstreamError:
+    """The scheduler's error, passed on with its status (its absence said plainly)."""
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        return UpstreamError(grpc.StatusCode.UNAVAILABLE, "the scheduler is unavailable")
+    return UpstreamError(error.code(), error.details() or "scheduler error")
+
+
 def _forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> grpc.RpcMethodHandler:
     request_class = _message_class(method.input_type)
     response_class = _message_class(method.output_type)
@@ -51,13 +58,36 @@ def _forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> grpc.RpcM
         try:
             return await upstream(request, timeout=_timeout(context))
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.UNAVAILABLE:
-                raise UpstreamError(
-                    grpc.StatusCode.UNAVAILABLE, "the scheduler is unavailable"
-                ) from None
-            raise UpstreamError(error.code(), error.details() or "scheduler error") from None
+            raise _upstream_error(error) from None
 
     return grpc.unary_unary_rpc_method_handler(
+        forward,
+        request_deserializer=request_class.FromString,
+        response_serializer=response_class.SerializeToString,
+    )
+
+
+def _stream_forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> grpc.RpcMethodHandler:
+    """A server-streaming method passed through message by message (GetArtifact)."""
+    request_class = _message_class(method.input_type)
+    response_class = _message_class(method.output_type)
+    upstream = channel.unary_stream(
+        f"/{SCHEDULER_SERVICE}/{method.name}",
+        request_serializer=request_class.SerializeToString,
+        response_deserializer=response_class.FromString,
+    )
+
+    async def forward(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = upstream(request, timeout=_timeout(context))
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as error:
+            raise _upstream_error(error) from None
+        finally:
+            call.cancel()
+
+    return grpc.unary_stream_rpc_method_handler(
         forward,
         request_deserializer=request_class.FromString,
         response_serializer=response_class.SerializeToString,
@@ -88,7 +118,9 @@ def fleet_handlers(
     for method in FLEET.methods:
         if method.name in special:
             handlers[method.name] = special[method.name]()
-        elif method.client_streaming or method.server_streaming:
+        elif method.server_streaming and not method.client_streaming:
+            handlers[method.name] = _stream_forwarder(channel, method)
+        elif method.client_streaming:
             raise RuntimeError(f"Fleet.{method.name} streams; give it a handler in the gateway")
         else:
             handlers[method.name] = _forwarder(channel, method)

@@ -22,6 +22,8 @@ from services.common.types import NodeState
 from services.scheduler import _convert as convert
 from services.scheduler._accounts import AccountStore
 from services.scheduler._accounts_api import AccountLinkApi, AccountsApi
+from services.scheduler._artifacts import ArtifactStore
+from services.scheduler._artifacts_api import ArtifactLinkApi, ArtifactsApi
 from services.scheduler._credit import CreditLedger
 from services.scheduler._db import Database
 from services.scheduler._dispatcher import Dispatcher
@@ -48,7 +50,9 @@ def _require_id(value: str, field: str) -> str:
     return value
 
 
-class SchedulerServicer(AccountsApi, SchedulesApi, scheduler_pb2_grpc.SchedulerServicer):
+class SchedulerServicer(
+    AccountsApi, ArtifactsApi, SchedulesApi, scheduler_pb2_grpc.SchedulerServicer
+):
     def __init__(self, service: SchedulerService) -> None:
         self._s = service
 
@@ -196,7 +200,7 @@ class SchedulerServicer(AccountsApi, SchedulesApi, scheduler_pb2_grpc.SchedulerS
         return convert.node_to_pb(await self._s.registry.hold(node_id, None))
 
 
-class NodeLinkServicer(AccountLinkApi, node_pb2_grpc.NodeLinkServicer):
+class NodeLinkServicer(AccountLinkApi, ArtifactLinkApi, node_pb2_grpc.NodeLinkServicer):
     def __init__(self, service: SchedulerService) -> None:
         self._s = service
 
@@ -299,6 +303,12 @@ class SchedulerService:
         )
         self.ingestor.accounts = self.accounts
         self.schedules = ScheduleStore(self.db, allowed_hosts=settings.allowed_host_list)
+        self.artifacts = ArtifactStore(
+            settings.artifact_root,
+            retention=settings.artifact_retention,
+            max_bytes=settings.artifact_max_mb * 1024**2,
+            max_upload_bytes=settings.artifact_max_upload_mb * 1024**2,
+        )
         self.schedule_runner = ScheduleRunner(self.schedules, self.runs, on_run=self.changed)
         self._nats: NatsClient | None = None
         self._server: ServiceServer | None = None
@@ -337,6 +347,7 @@ class SchedulerService:
         self.registry.on_change = self.dispatcher.wake
         self.dispatcher.accounts = self.accounts
         self.hub.start()
+        await self.artifacts.start()
         await self.dispatcher.start()
         await self.schedule_runner.start()
         self._maintenance = asyncio.create_task(self._maintain(), name="scheduler-maintenance")
@@ -381,6 +392,7 @@ class SchedulerService:
         if hasattr(self, "dispatcher"):
             await _bounded("dispatcher", self.dispatcher.stop())
         await _bounded("progress hub", self.hub.stop())
+        await _bounded("artifact store", self.artifacts.stop())
         if self._nats:
             nats_client, self._nats = self._nats, None
             await _bounded("nats", bus.close(nats_client))

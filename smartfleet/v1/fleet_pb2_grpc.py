@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from smartfleet.v1 import accounts_pb2 as smartfleet_dot_v1_dot_accounts__pb2
+from smartfleet.v1 import artifacts_pb2 as smartfleet_dot_v1_dot_artifacts__pb2
 from smartfleet.v1 import node_pb2 as smartfleet_dot_v1_dot_node__pb2
 from smartfleet.v1 import results_pb2 as smartfleet_dot_v1_dot_results__pb2
 from smartfleet.v1 import runs_pb2 as smartfleet_dot_v1_dot_runs__pb2
@@ -178,6 +179,16 @@ class FleetStub:
                 '/smartfleet.v1.Fleet/DeleteSchedule',
                 request_serializer=smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.SerializeToString,
                 response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListArtifacts = channel.unary_unary(
+                '/smartfleet.v1.Fleet/ListArtifacts',
+                request_serializer=smartfleet_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.FromString,
+                _registered_method=True)
+        self.GetArtifact = channel.unary_stream(
+                '/smartfleet.v1.Fleet/GetArtifact',
+                request_serializer=smartfleet_dot_v1_dot_artifacts__pb2.GetArtifactRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.ArtifactChunk.FromString,
                 _registered_method=True)
 
 
@@ -361,6 +372,20 @@ class FleetServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListArtifacts(self, request, context):
+        """The artifacts a run's sessions kept (screenshots, traces, HARs), per the run's policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetArtifact(self, request, context):
+        """One artifact's bytes, in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -503,6 +528,16 @@ def add_FleetServicer_to_server(servicer, server):
                     servicer.DeleteSchedule,
                     request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.FromString,
                     response_serializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'ListArtifacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArtifacts,
+                    request_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.SerializeToString,
+            ),
+            'GetArtifact': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetArtifact,
+                    request_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.GetArtifactRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_artifacts__pb2.ArtifactChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1263,6 +1298,60 @@ class Fleet:
             '/smartfleet.v1.Fleet/DeleteSchedule',
             smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.SerializeToString,
             smartfleet_dot_v1_dot_accounts__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArtifacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/ListArtifacts',
+            smartfleet_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.SerializeToString,
+            smartfleet_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArtifact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/smartfleet.v1.Fleet/GetArtifact',
+            smartfleet_dot_v1_dot_artifacts__pb2.GetArtifactRequest.SerializeToString,
+            smartfleet_dot_v1_dot_artifacts__pb2.ArtifactChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from smartfleet.v1 import artifacts_pb2 as smartfleet_dot_v1_dot_artifacts__pb2
 from smartfleet.v1 import results_pb2 as smartfleet_dot_v1_dot_results__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18smartfleet/v1/node.proto\x12\rsmartfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bsmartfleet/v1/results.proto\"7\n\x13\x41\x63\x63ountStateRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\"V\n\x0c\x41\x63\x63ountState\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x15\n\rstorage_state\x18\x03 \x01(\x0c\x12\r\n\x05proxy\x18\x04 \x01(\t\"\x19\n\x17PutAccountStateResponse\"\xda\x02\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0f\n\x07\x65ngines\x18\x03 \x03(\t\x12\x33\n\x06labels\x18\x04 \x03(\x0b\x32#.smartfleet.v1.NodeInfo.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\x05\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x1a\n\x12playwright_version\x18\x07 \x01(\t\x12\x46\n\x10\x62rowser_versions\x18\x08 \x03(\x0b\x32,.smartfleet.v1.NodeInfo.BrowserVersionsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x36\n\x14\x42rowserVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x08NodeLoad\x12\x12\n\nbusy_slots\x18\x01 \x01(\x05\x12\x12\n\nfree_slots\x18\x02 \x01(\x05\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x01\x12\x11\n\trss_bytes\x18\x04 \x01(\x03\"\xe4\x01\n\x04Node\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x17.smartfleet.v1.NodeInfo\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.smartfleet.v1.NodeState\x12%\n\x04load\x18\x03 \x01(\x0b\x32\x17.smartfleet.v1.NodeLoad\x12\x32\n\x0elast_heartbeat\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rregistered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x13RegisterNodeRequest\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x17.smartfleet.v1.NodeInfo\"4\n\x14RegisterNodeResponse\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x01\"\x82\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12%\n\x04load\x18\x02 \x01(\x0b\x32\x17.smartfleet.v1.NodeLoad\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.smartfleet.v1.NodeState\x12\r\n\x05slots\x18\x04 \x01(\x05\"f\n\x0bNodeCommand\x12\x13\n\tset_slots\x18\x01 \x01(\x05H\x00\x12\x0f\n\x05\x64rain\x18\x02 \x01(\x08H\x00\x12\x14\n\ncancel_run\x18\x03 \x01(\tH\x00\x12\x10\n\x06\x63ordon\x18\x04 \x01(\x08H\x00\x42\t\n\x07\x63ommand\"P\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12,\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1a.smartfleet.v1.NodeCommand\"V\n\x14ReportResultsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x1c.smartfleet.v1.SessionResult\"<\n\x0cStoredResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0b\n\x03new\x18\x03 \x01(\x08\"D\n\x15ReportResultsResponse\x12+\n\x06stored\x18\x01 \x03(\x0b\x32\x1b.smartfleet.v1.StoredResult\";\n\x17ReportInProgressRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07job_ids\x18\x02 \x03(\t\"\x1a\n\x18ReportInProgressResponse\"\x12\n\x10ListNodesRequest\"\x1a\n\x07NodeRef\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"7\n\x11ListNodesResponse\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.smartfleet.v1.Node*\x9c\x01\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10NODE_STATE_READY\x10\x01\x12\x17\n\x13NODE_STATE_DRAINING\x10\x02\x12\x17\n\x13NODE_STATE_CORDONED\x10\x03\x12\x13\n\x0fNODE_STATE_LOST\x10\x04\x12\x16\n\x12NODE_STATE_DRAINED\x10\x05\x32\x9c\x04\n\x08NodeLink\x12S\n\x08Register\x12\".smartfleet.v1.RegisterNodeRequest\x1a#.smartfleet.v1.RegisterNodeResponse\x12N\n\tHeartbeat\x12\x1f.smartfleet.v1.HeartbeatRequest\x1a .smartfleet.v1.HeartbeatResponse\x12Z\n\rReportResults\x12#.smartfleet.v1.ReportResultsRequest\x1a$.smartfleet.v1.ReportResultsResponse\x12\x63\n\x10ReportInProgress\x12&.smartfleet.v1.ReportInProgressRequest\x1a\'.smartfleet.v1.ReportInProgressResponse\x12R\n\x0fGetAccountState\x12\".smartfleet.v1.AccountStateRequest\x1a\x1b.smartfleet.v1.AccountState\x12V\n\x0fPutAccountState\x12\x1b.smartfleet.v1.AccountState\x1a&.smartfleet.v1.PutAccountStateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18smartfleet/v1/node.proto\x12\rsmartfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dsmartfleet/v1/artifacts.proto\x1a\x1bsmartfleet/v1/results.proto\"7\n\x13\x41\x63\x63ountStateRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\"V\n\x0c\x41\x63\x63ountState\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x02 \x01(\t\x12\x15\n\rstorage_state\x18\x03 \x01(\x0c\x12\r\n\x05proxy\x18\x04 \x01(\t\"\x19\n\x17PutAccountStateResponse\"\xda\x02\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0f\n\x07\x65ngines\x18\x03 \x03(\t\x12\x33\n\x06labels\x18\x04 \x03(\x0b\x32#.smartfleet.v1.NodeInfo.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\x05\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\x1a\n\x12playwright_version\x18\x07 \x01(\t\x12\x46\n\x10\x62rowser_versions\x18\x08 \x03(\x0b\x32,.smartfleet.v1.NodeInfo.BrowserVersionsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x36\n\x14\x42rowserVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Z\n\x08NodeLoad\x12\x12\n\nbusy_slots\x18\x01 \x01(\x05\x12\x12\n\nfree_slots\x18\x02 \x01(\x05\x12\x13\n\x0b\x63pu_percent\x18\x03 \x01(\x01\x12\x11\n\trss_bytes\x18\x04 \x01(\x03\"\xe4\x01\n\x04Node\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x17.smartfleet.v1.NodeInfo\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.smartfleet.v1.NodeState\x12%\n\x04load\x18\x03 \x01(\x0b\x32\x17.smartfleet.v1.NodeLoad\x12\x32\n\x0elast_heartbeat\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rregistered_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x13RegisterNodeRequest\x12%\n\x04info\x18\x01 \x01(\x0b\x32\x17.smartfleet.v1.NodeInfo\"4\n\x14RegisterNodeResponse\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x01\"\x82\x01\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12%\n\x04load\x18\x02 \x01(\x0b\x32\x17.smartfleet.v1.NodeLoad\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.smartfleet.v1.NodeState\x12\r\n\x05slots\x18\x04 \x01(\x05\"f\n\x0bNodeCommand\x12\x13\n\tset_slots\x18\x01 \x01(\x05H\x00\x12\x0f\n\x05\x64rain\x18\x02 \x01(\x08H\x00\x12\x14\n\ncancel_run\x18\x03 \x01(\tH\x00\x12\x10\n\x06\x63ordon\x18\x04 \x01(\x08H\x00\x42\t\n\x07\x63ommand\"P\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12,\n\x08\x63ommands\x18\x02 \x03(\x0b\x32\x1a.smartfleet.v1.NodeCommand\"V\n\x14ReportResultsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12-\n\x07results\x18\x02 \x03(\x0b\x32\x1c.smartfleet.v1.SessionResult\"<\n\x0cStoredResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0b\n\x03new\x18\x03 \x01(\x08\"D\n\x15ReportResultsResponse\x12+\n\x06stored\x18\x01 \x03(\x0b\x32\x1b.smartfleet.v1.StoredResult\";\n\x17ReportInProgressRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07job_ids\x18\x02 \x03(\t\"\x1a\n\x18ReportInProgressResponse\"\x12\n\x10ListNodesRequest\"\x1a\n\x07NodeRef\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"7\n\x11ListNodesResponse\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.smartfleet.v1.Node*\x9c\x01\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10NODE_STATE_READY\x10\x01\x12\x17\n\x13NODE_STATE_DRAINING\x10\x02\x12\x17\n\x13NODE_STATE_CORDONED\x10\x03\x12\x13\n\x0fNODE_STATE_LOST\x10\x04\x12\x16\n\x12NODE_STATE_DRAINED\x10\x05\x32\xf0\x04\n\x08NodeLink\x12S\n\x08Register\x12\".smartfleet.v1.RegisterNodeRequest\x1a#.smartfleet.v1.RegisterNodeResponse\x12N\n\tHeartbeat\x12\x1f.smartfleet.v1.HeartbeatRequest\x1a .smartfleet.v1.HeartbeatResponse\x12Z\n\rReportResults\x12#.smartfleet.v1.ReportResultsRequest\x1a$.smartfleet.v1.ReportResultsResponse\x12\x63\n\x10ReportInProgress\x12&.smartfleet.v1.ReportInProgressRequest\x1a\'.smartfleet.v1.ReportInProgressResponse\x12R\n\x0fGetAccountState\x12\".smartfleet.v1.AccountStateRequest\x1a\x1b.smartfleet.v1.AccountState\x12V\n\x0fPutAccountState\x12\x1b.smartfleet.v1.AccountState\x1a&.smartfleet.v1.PutAccountStateResponse\x12R\n\x0bPutArtifact\x12\x1d.smartfleet.v1.ArtifactUpload\x1a\".smartfleet.v1.PutArtifactResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,50 +38,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEINFO_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_NODEINFO_BROWSERVERSIONSENTRY']._loaded_options = None
   _globals['_NODEINFO_BROWSERVERSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_NODESTATE']._serialized_start=1799
-  _globals['_NODESTATE']._serialized_end=1955
-  _globals['_ACCOUNTSTATEREQUEST']._serialized_start=105
-  _globals['_ACCOUNTSTATEREQUEST']._serialized_end=160
-  _globals['_ACCOUNTSTATE']._serialized_start=162
-  _globals['_ACCOUNTSTATE']._serialized_end=248
-  _globals['_PUTACCOUNTSTATERESPONSE']._serialized_start=250
-  _globals['_PUTACCOUNTSTATERESPONSE']._serialized_end=275
-  _globals['_NODEINFO']._serialized_start=278
-  _globals['_NODEINFO']._serialized_end=624
-  _globals['_NODEINFO_LABELSENTRY']._serialized_start=523
-  _globals['_NODEINFO_LABELSENTRY']._serialized_end=568
-  _globals['_NODEINFO_BROWSERVERSIONSENTRY']._serialized_start=570
-  _globals['_NODEINFO_BROWSERVERSIONSENTRY']._serialized_end=624
-  _globals['_NODELOAD']._serialized_start=626
-  _globals['_NODELOAD']._serialized_end=716
-  _globals['_NODE']._serialized_start=719
-  _globals['_NODE']._serialized_end=947
-  _globals['_REGISTERNODEREQUEST']._serialized_start=949
-  _globals['_REGISTERNODEREQUEST']._serialized_end=1009
-  _globals['_REGISTERNODERESPONSE']._serialized_start=1011
-  _globals['_REGISTERNODERESPONSE']._serialized_end=1063
-  _globals['_HEARTBEATREQUEST']._serialized_start=1066
-  _globals['_HEARTBEATREQUEST']._serialized_end=1196
-  _globals['_NODECOMMAND']._serialized_start=1198
-  _globals['_NODECOMMAND']._serialized_end=1300
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1302
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1382
-  _globals['_REPORTRESULTSREQUEST']._serialized_start=1384
-  _globals['_REPORTRESULTSREQUEST']._serialized_end=1470
-  _globals['_STOREDRESULT']._serialized_start=1472
-  _globals['_STOREDRESULT']._serialized_end=1532
-  _globals['_REPORTRESULTSRESPONSE']._serialized_start=1534
-  _globals['_REPORTRESULTSRESPONSE']._serialized_end=1602
-  _globals['_REPORTINPROGRESSREQUEST']._serialized_start=1604
-  _globals['_REPORTINPROGRESSREQUEST']._serialized_end=1663
-  _globals['_REPORTINPROGRESSRESPONSE']._serialized_start=1665
-  _globals['_REPORTINPROGRESSRESPONSE']._serialized_end=1691
-  _globals['_LISTNODESREQUEST']._serialized_start=1693
-  _globals['_LISTNODESREQUEST']._serialized_end=1711
-  _globals['_NODEREF']._serialized_start=1713
-  _globals['_NODEREF']._serialized_end=1739
-  _globals['_LISTNODESRESPONSE']._serialized_start=1741
-  _globals['_LISTNODESRESPONSE']._serialized_end=1796
-  _globals['_NODELINK']._serialized_start=1958
-  _globals['_NODELINK']._serialized_end=2498
+  _globals['_NODESTATE']._serialized_start=1830
+  _globals['_NODESTATE']._serialized_end=1986
+  _globals['_ACCOUNTSTATEREQUEST']._serialized_start=136
+  _globals['_ACCOUNTSTATEREQUEST']._serialized_end=191
+  _globals['_ACCOUNTSTATE']._serialized_start=193
+  _globals['_ACCOUNTSTATE']._serialized_end=279
+  _globals['_PUTACCOUNTSTATERESPONSE']._serialized_start=281
+  _globals['_PUTACCOUNTSTATERESPONSE']._serialized_end=306
+  _globals['_NODEINFO']._serialized_start=309
+  _globals['_NODEINFO']._serialized_end=655
+  _globals['_NODEINFO_LABELSENTRY']._serialized_start=554
+  _globals['_NODEINFO_LABELSENTRY']._serialized_end=599
+  _globals['_NODEINFO_BROWSERVERSIONSENTRY']._serialized_start=601
+  _globals['_NODEINFO_BROWSERVERSIONSENTRY']._serialized_end=655
+  _globals['_NODELOAD']._serialized_start=657
+  _globals['_NODELOAD']._serialized_end=747
+  _globals['_NODE']._serialized_start=750
+  _globals['_NODE']._serialized_end=978
+  _globals['_REGISTERNODEREQUEST']._serialized_start=980
+  _globals['_REGISTERNODEREQUEST']._serialized_end=1040
+  _globals['_REGISTERNODERESPONSE']._serialized_start=1042
+  _globals['_REGISTERNODERESPONSE']._serialized_end=1094
+  _globals['_HEARTBEATREQUEST']._serialized_start=1097
+  _globals['_HEARTBEATREQUEST']._serialized_end=1227
+  _globals['_NODECOMMAND']._serialized_start=1229
+  _globals['_NODECOMMAND']._serialized_end=1331
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1333
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1413
+  _globals['_REPORTRESULTSREQUEST']._serialized_start=1415
+  _globals['_REPORTRESULTSREQUEST']._serialized_end=1501
+  _globals['_STOREDRESULT']._serialized_start=1503
+  _globals['_STOREDRESULT']._serialized_end=1563
+  _globals['_REPORTRESULTSRESPONSE']._serialized_start=1565
+  _globals['_REPORTRESULTSRESPONSE']._serialized_end=1633
+  _globals['_REPORTINPROGRESSREQUEST']._serialized_start=1635
+  _globals['_REPORTINPROGRESSREQUEST']._serialized_end=1694
+  _globals['_REPORTINPROGRESSRESPONSE']._serialized_start=1696
+  _globals['_REPORTINPROGRESSRESPONSE']._serialized_end=1722
+  _globals['_LISTNODESREQUEST']._serialized_start=1724
+  _globals['_LISTNODESREQUEST']._serialized_end=1742
+  _globals['_NODEREF']._serialized_start=1744
+  _globals['_NODEREF']._serialized_end=1770
+  _globals['_LISTNODESRESPONSE']._serialized_start=1772
+  _globals['_LISTNODESRESPONSE']._serialized_end=1827
+  _globals['_NODELINK']._serialized_start=1989
+  _globals['_NODELINK']._serialized_end=2613
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from smartfleet.v1 import artifacts_pb2 as smartfleet_dot_v1_dot_artifacts__pb2
 from smartfleet.v1 import node_pb2 as smartfleet_dot_v1_dot_node__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -65,6 +66,11 @@ class NodeLinkStub:
                 request_serializer=smartfleet_dot_v1_dot_node__pb2.AccountState.SerializeToString,
                 response_deserializer=smartfleet_dot_v1_dot_node__pb2.PutAccountStateResponse.FromString,
                 _registered_method=True)
+        self.PutArtifact = channel.stream_unary(
+                '/smartfleet.v1.NodeLink/PutArtifact',
+                request_serializer=smartfleet_dot_v1_dot_artifacts__pb2.ArtifactUpload.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.PutArtifactResponse.FromString,
+                _registered_method=True)
 
 
 class NodeLinkServicer:
@@ -112,6 +118,13 @@ class NodeLinkServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutArtifact(self, request_iterator, context):
+        """Upload one session artifact into the scheduler's artifact store, before its result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeLinkServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +157,11 @@ def add_NodeLinkServicer_to_server(servicer, server):
                     servicer.PutAccountState,
                     request_deserializer=smartfleet_dot_v1_dot_node__pb2.AccountState.FromString,
                     response_serializer=smartfleet_dot_v1_dot_node__pb2.PutAccountStateResponse.SerializeToString,
+            ),
+            'PutArtifact': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutArtifact,
+                    request_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.ArtifactUpload.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_artifacts__pb2.PutArtifactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +327,33 @@ class NodeLink:
             '/smartfleet.v1.NodeLink/PutAccountState',
             smartfleet_dot_v1_dot_node__pb2.AccountState.SerializeToString,
             smartfleet_dot_v1_dot_node__pb2.PutAccountStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutArtifact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/smartfleet.v1.NodeLink/PutArtifact',
+            smartfleet_dot_v1_dot_artifacts__pb2.ArtifactUpload.SerializeToString,
+            smartfleet_dot_v1_dot_artifacts__pb2.PutArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

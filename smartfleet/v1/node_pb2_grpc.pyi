@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from smartfleet.v1 import artifacts_pb2 as _artifacts_pb2
 from smartfleet.v1 import node_pb2 as _node_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -45,6 +46,8 @@ class NodeLinkStub:
     """The decrypted storage state and proxy of an account, for the node's browser of that account."""
     PutAccountState: _grpc.UnaryUnaryMultiCallable[_node_pb2.AccountState, _node_pb2.PutAccountStateResponse]
     """Write back the storage state a session ended with (when the run asks for it)."""
+    PutArtifact: _grpc.StreamUnaryMultiCallable[_artifacts_pb2.ArtifactUpload, _artifacts_pb2.PutArtifactResponse]
+    """Upload one session artifact into the scheduler's artifact store, before its result."""
 
 @_typing.type_check_only
 class NodeLinkAsyncStub(NodeLinkStub):
@@ -63,6 +66,8 @@ class NodeLinkAsyncStub(NodeLinkStub):
     """The decrypted storage state and proxy of an account, for the node's browser of that account."""
     PutAccountState: _aio.UnaryUnaryMultiCallable[_node_pb2.AccountState, _node_pb2.PutAccountStateResponse]  # type: ignore[assignment]
     """Write back the storage state a session ended with (when the run asks for it)."""
+    PutArtifact: _aio.StreamUnaryMultiCallable[_artifacts_pb2.ArtifactUpload, _artifacts_pb2.PutArtifactResponse]  # type: ignore[assignment]
+    """Upload one session artifact into the scheduler's artifact store, before its result."""
 
 class NodeLinkServicer(metaclass=_abc_1.ABCMeta):
     """The node link: browser nodes register, heartbeat and report results to the scheduler."""
@@ -114,5 +119,13 @@ class NodeLinkServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.PutAccountStateResponse, _abc.Awaitable[_node_pb2.PutAccountStateResponse]]:
         """Write back the storage state a session ended with (when the run asks for it)."""
+
+    @_abc_1.abstractmethod
+    def PutArtifact(
+        self,
+        request_iterator: _MaybeAsyncIterator[_artifacts_pb2.ArtifactUpload],
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifacts_pb2.PutArtifactResponse, _abc.Awaitable[_artifacts_pb2.PutArtifactResponse]]:
+        """Upload one session artifact into the scheduler's artifact store, before its result."""
 
 def add_NodeLinkServicer_to_server(servicer: NodeLinkServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

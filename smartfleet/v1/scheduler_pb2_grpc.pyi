@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from grpc import aio as _aio
 from smartfleet.v1 import accounts_pb2 as _accounts_pb2
+from smartfleet.v1 import artifacts_pb2 as _artifacts_pb2
 from smartfleet.v1 import node_pb2 as _node_pb2
 from smartfleet.v1 import results_pb2 as _results_pb2
 from smartfleet.v1 import runs_pb2 as _runs_pb2
@@ -72,6 +73,10 @@ class SchedulerStub:
     ListSchedules: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListSchedulesRequest, _accounts_pb2.ListSchedulesResponse]
     SetSchedulePaused: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.SetSchedulePausedRequest, _accounts_pb2.Schedule]
     DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ScheduleRef, _accounts_pb2.DeleteScheduleResponse]
+    ListArtifacts: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.ListArtifactsRequest, _artifacts_pb2.ListArtifactsResponse]
+    """The artifacts a run's sessions kept (screenshots, traces, HARs), per the run's policy."""
+    GetArtifact: _grpc.UnaryStreamMultiCallable[_artifacts_pb2.GetArtifactRequest, _artifacts_pb2.ArtifactChunk]
+    """One artifact's bytes, in chunks."""
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -114,6 +119,10 @@ class SchedulerAsyncStub(SchedulerStub):
     ListSchedules: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListSchedulesRequest, _accounts_pb2.ListSchedulesResponse]  # type: ignore[assignment]
     SetSchedulePaused: _aio.UnaryUnaryMultiCallable[_accounts_pb2.SetSchedulePausedRequest, _accounts_pb2.Schedule]  # type: ignore[assignment]
     DeleteSchedule: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ScheduleRef, _accounts_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    ListArtifacts: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.ListArtifactsRequest, _artifacts_pb2.ListArtifactsResponse]  # type: ignore[assignment]
+    """The artifacts a run's sessions kept (screenshots, traces, HARs), per the run's policy."""
+    GetArtifact: _aio.UnaryStreamMultiCallable[_artifacts_pb2.GetArtifactRequest, _artifacts_pb2.ArtifactChunk]  # type: ignore[assignment]
+    """One artifact's bytes, in chunks."""
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     """The scheduler's internal API, called by gateways. Not exposed to users."""
@@ -321,5 +330,21 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request: _accounts_pb2.ScheduleRef,
         context: _ServicerContext,
     ) -> _typing.Union[_accounts_pb2.DeleteScheduleResponse, _abc.Awaitable[_accounts_pb2.DeleteScheduleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListArtifacts(
+        self,
+        request: _artifacts_pb2.ListArtifactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifacts_pb2.ListArtifactsResponse, _abc.Awaitable[_artifacts_pb2.ListArtifactsResponse]]:
+        """The artifacts a run's sessions kept (screenshots, traces, HARs), per the run's policy."""
+
+    @_abc_1.abstractmethod
+    def GetArtifact(
+        self,
+        request: _artifacts_pb2.GetArtifactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_artifacts_pb2.ArtifactChunk], _abc.AsyncIterator[_artifacts_pb2.ArtifactChunk]]:
+        """One artifact's bytes, in chunks."""
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,112 @@
+"""Artifact RPCs: listing and fetching for gateways, uploading for nodes.
+
+Mixins of the servicers in server.py; `self._s` is the SchedulerService.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.errors import InvalidArgument
+from services.scheduler._artifacts import StoredArtifact
+from smartfleet.v1 import artifacts_pb2
+
+if TYPE_CHECKING:
+    from services.scheduler.server import SchedulerService
+
+logger = logging.getLogger(__name__)
+
+MAX_LIST = 10_000
+
+
+def artifact_to_pb(artifact: StoredArtifact) -> artifacts_pb2.Artifact:
+    created = Timestamp()
+    created.FromDatetime(artifact.created_at)
+    return artifacts_pb2.Artifact(
+        key=artifact.key,
+        run_id=artifact.run_id,
+        job_id=artifact.job_id,
+        attempt=artifact.attempt,
+        name=artifact.name,
+        size_bytes=artifact.size_bytes,
+        created_at=created,
+    )
+
+
+class ArtifactsApi:
+    _s: SchedulerService
+
+    async def ListArtifacts(
+        self, request: artifacts_pb2.ListArtifactsRequest, context: grpc.aio.ServicerContext
+    ) -> artifacts_pb2.ListArtifactsResponse:
+        if not request.run_id:
+            raise InvalidArgument("run_id", "is required")
+        if request.limit > MAX_LIST:
+            raise InvalidArgument("limit", f"must be at most {MAX_LIST}")
+        await self._s.runs.get(request.run_id)  # NOT_FOUND for a run that does not exist
+        page, next_after, total = await self._s.artifacts.listing(
+            request.run_id,
+            job_id=request.job_id,
+            after_key=request.after_key,
+            limit=request.limit or MAX_LIST,
+        )
+        return artifacts_pb2.ListArtifactsResponse(
+            artifacts=[artifact_to_pb(item) for item in page],
+            next_after_key=next_after,
+            total_bytes=total,
+        )
+
+    async def GetArtifact(
+        self, request: artifacts_pb2.GetArtifactRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[artifacts_pb2.ArtifactChunk]:
+        artifact, chunks = await self._s.artifacts.read(request.key)
+        first = True
+        async for data in chunks:
+            if first:
+                yield artifacts_pb2.ArtifactChunk(artifact=artifact_to_pb(artifact), data=data)
+                first = False
+            else:
+                yield artifacts_pb2.ArtifactChunk(data=data)
+        if first:  # an empty file still says what it is
+            yield artifacts_pb2.ArtifactChunk(artifact=artifact_to_pb(artifact))
+
+
+class ArtifactLinkApi:
+    _s: SchedulerService
+
+    async def PutArtifact(
+        self,
+        request_iterator: AsyncIterator[artifacts_pb2.ArtifactUpload],
+        context: grpc.aio.ServicerContext,
+    ) -> artifacts_pb2.PutArtifactResponse:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("header", "the first message must name the artifact")
+        header = first.header
+        if not header.run_id:
+            raise InvalidArgument("header.run_id", "is required")
+        await self._s.runs.get(header.run_id)  # only artifacts of runs that exist
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                if message.WhichOneof("part") != "data":
+                    raise InvalidArgument("data", "only the first message may be a header")
+                yield message.data
+
+        stored = await self._s.artifacts.put(
+            run_id=header.run_id,
+            job_id=header.job_id,
+            attempt=header.attempt,
+            name=header.name,
+            chunks=chunks(),
+            declared_size=header.size_bytes,
+        )
+        logger.debug(
+            "node %s stored artifact %s (%d bytes)", header.node_id, stored.key, stored.size_bytes
+        )
+        return artifacts_pb2.PutArtifactResponse(key=stored.key, size_bytes=stored.size_bytes)
