@@ -31,7 +31,7 @@ from services.browser_node._session import ENGINE, SessionRunner
 from services.browser_node._worker import JobWorker
 from services.common import bus
 from services.common.bus import connect, node_pools
-from services.common.config import NodeSettings
+from services.common.config import MAX_NODE_LABELS, NodeSettings
 from services.common.errors import SmartfleetError
 from services.common.grpc_server import ServiceServer, write_ready_file
 from services.common.types import NodeInfo, NodeLoad, NodeState
@@ -43,6 +43,20 @@ _NATS_DRAIN_TIMEOUT = 5.0
 # Sessions this old are reported in progress, so the scheduler extends their deadlines; shorter
 # ones finish well within the scheduler's recovery grace and would only cost it writes.
 _LONG_SESSION = timedelta(seconds=5)
+
+
+BROWSER_LABEL = "browser"
+
+
+def version_labels(labels: dict[str, str], browser_version: str) -> dict[str, str]:
+    """Add `browser=<major>` (e.g. 156) unless the operator set `browser` or uses every label.
+
+    A run then requires a browser version with the placement label `{browser: "156"}`.
+    """
+    major = browser_version.split(".", 1)[0]
+    if not major.isdigit() or BROWSER_LABEL in labels or len(labels) >= MAX_NODE_LABELS:
+        return dict(labels)
+    return {**labels, BROWSER_LABEL: major}
 
 
 class BrowserNode:
@@ -127,7 +141,7 @@ class BrowserNode:
         self.link.start()
         self.worker = JobWorker(
             js=self._nats.jetstream(),
-            pools=node_pools((ENGINE,), self._settings.labels),
+            pools=node_pools((ENGINE,), self.labels),
             runner=self._runner,
             reporter=self._reporter,
             slots=self._slots,
@@ -206,12 +220,17 @@ class BrowserNode:
         await self._health.stop(grace=1.0)
         logger.info("node %s stopped", self.node_id)
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """The operator's labels, plus `browser=<major version>` so runs can require a version."""
+        return version_labels(self._settings.labels, self.pool.browser_version)
+
     def _info(self) -> NodeInfo:
         return NodeInfo(
             node_id=self.node_id,
             host=self._settings.node_host,
             engines=(ENGINE,),
-            labels=self._settings.labels,
+            labels=self.labels,
             slots=self.worker.slots if self.worker else self._slots,
             version=__version__,
             playwright_version=self.pool.playwright_version,

@@ -82,7 +82,7 @@ class SchedulerSettings(_Base):
 
 
 # The scheduler refuses nodes with more (a node serves every subset: 2**4 pools per engine).
-_MAX_NODE_LABELS = 4
+MAX_NODE_LABELS = 4
 
 
 class NodeSettings(_Base):
@@ -131,8 +131,8 @@ class NodeSettings(_Base):
         items = _split(value)
         if any("=" not in item or not item.split("=", 1)[0].strip() for item in items):
             raise ValueError("node labels are `key=value` pairs separated by commas")
-        if len(items) > _MAX_NODE_LABELS:
-            raise ValueError(f"at most {_MAX_NODE_LABELS} node labels")
+        if len(items) > MAX_NODE_LABELS:
+            raise ValueError(f"at most {MAX_NODE_LABELS} node labels")
         return value
 
     @property

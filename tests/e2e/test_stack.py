@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -90,6 +91,36 @@ async def test_fifty_sessions_end_to_end(stack: Stack, demo_site: DemoSite) -> N
     # Traffic is marked: the product token on the User-Agent and the run header.
     assert any("Smartfleet/" in agent for agent in demo_site.user_agents)
     assert run.id in demo_site.run_headers
+
+
+async def test_runs_can_require_the_browser_version(
+    stack: Stack, demo_site: DemoSite, tmp_path: Path
+) -> None:
+    """`nodes ls` shows the node's browser=<major> label; a run placed on it completes there."""
+    nodes: list[dict[str, Any]] = []
+    for _ in range(60):  # the node registers a moment after the stack is up
+        listed = await asyncio.to_thread(smartctl, stack, "nodes", "ls", "-o", "json")
+        assert listed.returncode == 0, listed.stderr
+        nodes = json.loads(listed.stdout)["nodes"]
+        if nodes and "browser" in nodes[0]["info"].get("labels", {}):
+            break
+        await asyncio.sleep(0.5)
+    (node,) = nodes
+    major = node["info"]["labels"]["browser"]
+    assert node["info"]["browser_versions"]["chromium"].startswith(f"{major}.")
+    spec_file = tmp_path / "pinned.yaml"
+    spec_file.write_text(
+        f"targets: [{demo_site.url}/about]\nsessions: 3\n"
+        f"matrix: {{labels: [{{labels: {{browser: '{major}'}}}}]}}\n"
+    )
+    created = await asyncio.to_thread(
+        smartctl, stack, "run", "create", "-f", str(spec_file), "--start", "-o", "json"
+    )
+    assert created.returncode == 0, created.stdout + created.stderr
+    channel, api = fleet(stack)
+    async with channel:
+        final = await wait_final(api, stack, json.loads(created.stdout)["run_id"])
+    assert (final.counters.succeeded, final.counters.failed) == (3, 0)
 
 
 async def test_node_killed_mid_run_still_gives_exact_results(

@@ -176,3 +176,14 @@ async def test_reporter_not_running_refuses() -> None:
     reporter = ResultReporter(link=RecordingLink())  # type: ignore[arg-type]
     with pytest.raises(SmartfleetError):
         await reporter.report(result("job-1"))
+
+
+def test_node_labels_carry_the_browser_major_version() -> None:
+    """A node labels itself browser=<major> so runs can require a version; the operator's label and the label limit win."""
+    from services.browser_node.server import version_labels
+
+    assert version_labels({"region": "eu"}, "156.0.8078.79") == {"region": "eu", "browser": "156"}
+    assert version_labels({"browser": "canary"}, "156.0.1") == {"browser": "canary"}
+    full = {"a": "1", "b": "2", "c": "3", "d": "4"}
+    assert version_labels(full, "156.0.1") == full
+    assert version_labels({}, "") == {}
