@@ -5,8 +5,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: setup browser proto proto-check lint test test-fast demo bench clean
+.PHONY: setup browser proto proto-check lint test test-fast demo bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -15,6 +16,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 setup: $(STAMP) browser
+
+# The benchmarks' extra: profilers (py-spy, pyinstrument) for `python -m bench.pipeline --profile`.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
 
 browser: $(STAMP)
 	@bash scripts/ensure-browser.sh $(PY)
@@ -39,9 +45,13 @@ test-fast: $(STAMP)
 demo: setup
 	bash scripts/demo.sh
 
-# Benchmarks of issue 5: ~2 minutes on 2 cores; writes bench/results/latest.{md,json}.
-bench: setup
+# Benchmarks of issue 5: ~3.5 minutes on 2 cores; writes bench/results/latest.{md,json}.
+bench: setup $(BENCH_STAMP)
 	$(PY) -m bench.run
+
+# Miniature soak: 2,000 sessions on one node (~12 minutes); writes bench/results/soak.{md,json}.
+soak: setup
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf $(VENV) .smartfleet

@@ -13,18 +13,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from playwright.async_api import async_playwright
 
-from bench import _gateway, _pacing, _scale, _throughput
+from bench import _gateway, _pacing, _scale, _throughput, pipeline
 from bench._fleet import Fleet, spec
 from bench._report import Row, table, write
 from cli._stack import Stack
 from demo import DemoSite
+from services.common.config import GatewaySettings
 from services.common.nats_server import find_nats_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,6 +50,7 @@ async def measure(quick: bool) -> tuple[list[Row], dict[str, Any], dict[str, Any
     cold_n = 8 if quick else 24
     pace_n, pace_window = (20, 10) if quick else (60, 30)
     get_clients, get_seconds = (200, 3.0) if quick else (200, 10.0)
+    get_period, get_processes = timedelta(milliseconds=100), 2
     watchers, fanout_sessions = 150, (12 if quick else 40)
     million = 100_000 if quick else 1_000_000
     details: dict[str, Any] = {"quick": quick, "sessions": n, "slots": slots}
@@ -82,26 +84,37 @@ async def measure(quick: bool) -> tuple[list[Row], dict[str, Any], dict[str, Any
             )
             say(
                 f"  {ours.per_s:.2f} sessions/s ({final.counters.succeeded} ok, "
-                f"{final.counters.failed} failed); node tree RSS {ours.rss_mb:.0f} MB"
+                f"{final.counters.failed} failed); node tree PSS {ours.pss_mb:.0f} MB "
+                f"(RSS {ours.rss_mb:.0f} MB)"
             )
             say(f"browser per session: {cold_n} sessions at concurrency {slots}")
-            cold = await _throughput.cold_loop(pw, url, n=cold_n, concurrency=slots)
-            say(f"  {cold.per_s:.2f} sessions/s; browsers RSS {cold.rss_mb:.0f} MB")
+            cold = await _throughput.cold_loop(
+                pw, url, n=cold_n, concurrency=slots, exclude_trees=pids.values()
+            )
+            say(
+                f"  {cold.per_s:.2f} sessions/s; driver + browsers PSS {cold.pss_mb:.0f} MB "
+                f"(RSS {cold.rss_mb:.0f} MB)"
+            )
             details["throughput"] = {
                 "playwright_warm_per_s": base.per_s,
                 "smartfleet_per_s": ours.per_s,
                 "browser_per_session_per_s": cold.per_s,
                 "smartfleet_succeeded": final.counters.succeeded,
                 "smartfleet_failed": final.counters.failed,
+                "node_tree_pss_mb_median": ours.pss_mb,
                 "node_tree_rss_mb_median": ours.rss_mb,
+                "cold_tree_pss_mb_median": cold.pss_mb,
                 "cold_tree_rss_mb_median": cold.rss_mb,
+                "node_tree_pss_mb_peak": ours.pss_peak_mb,
+                "cold_tree_pss_mb_peak": cold.pss_peak_mb,
+                "pss_read_for_every_process": ours.pss_read and cold.pss_read,
             }
             browser = await _throughput.launch(pw)
             chromium_version = browser.version
             await browser.close()
 
             say(f"window pacing: {pace_n} sessions over {pace_window}s")
-            errors, paced = await _pacing.pacing_errors_ms(
+            errors, _ = await _pacing.pacing_errors_ms(
                 fleet, url, sessions=pace_n, window_s=pace_window
             )
             say(f"  p99 start error {p99(errors):.0f} ms over {len(errors)} results")
@@ -111,16 +124,41 @@ async def measure(quick: bool) -> tuple[list[Row], dict[str, Any], dict[str, Any
                 "p50_ms": sorted(errors)[len(errors) // 2],
             }
 
-            say(f"GetRun: {get_clients} concurrent clients for {get_seconds:.0f}s")
-            latencies = await _gateway.getrun_latencies_ms(
-                fleet, paced.id, clients=get_clients, seconds=get_seconds
+            say(
+                f"GetRun: {get_clients} clients in {get_processes} processes, each calling every "
+                f"{get_period.total_seconds() * 1000:.0f} ms for {get_seconds:.0f}s (open loop), "
+                "through the gateway, then at the scheduler"
             )
-            say(f"  p99 {p99(latencies):.1f} ms over {len(latencies)} calls")
-            details["getrun"] = {
-                "calls": len(latencies),
-                "calls_per_s": len(latencies) / get_seconds,
-                "p50_ms": sorted(latencies)[len(latencies) // 2],
+            # A draft run: not final, so the gateway has to keep re-reading it.
+            polled = await fleet.create(spec("bench-getrun", [url], 1), start=False)
+            getrun_load = {
+                "clients": get_clients,
+                "period": get_period,
+                "seconds": get_seconds,
+                "processes": get_processes,
             }
+            via_gateway = await _gateway.open_loop_getrun(
+                stack.gateway_addr, polled.id, target="gateway", token=stack.token, **getrun_load
+            )
+            direct = await _gateway.open_loop_getrun(
+                stack.scheduler_addr, polled.id, target="scheduler", **getrun_load
+            )
+            closed = await _gateway.closed_loop_getrun(
+                fleet, polled.id, clients=get_clients, seconds=min(get_seconds, 5.0)
+            )
+            details["getrun"] = _gateway.getrun_details(
+                via_gateway,
+                direct,
+                closed,
+                processes=get_processes,
+                staleness=GatewaySettings().gateway_run_staleness,
+            )
+            for name, result in (("gateway", via_gateway), ("scheduler", direct)):
+                say(
+                    f"  {name}: p99 {p99(result.latencies_ms):.1f} ms, "
+                    f"{result.achieved_per_s:.0f}/s of {result.offered_per_s:.0f}/s offered"
+                )
+            say(f"  closed loop (back to back, one process): {closed.per_s:.0f} calls/s")
 
             say(f"WatchRun fan-out: {watchers} streams on a {fanout_sessions}-session run")
             saw, updates = await _gateway.watch_fanout(
@@ -136,6 +174,10 @@ async def measure(quick: bool) -> tuple[list[Row], dict[str, Any], dict[str, Any
             say(f"  {created_s:.2f} s; scheduler RSS {rss_before:.0f} → {rss_after:.0f} MB")
             details["scale"] = {"sessions": million, "scheduler_rss_before_mb": rss_before}
             say("stopping the stack")
+
+        say("pipeline: a stack with a noop-engine node (orchestration alone, no browser)")
+        flow, noop_paced = await pipeline.measure(Path(tmp), quick=quick, say=say)
+        details["pipeline"] = pipeline.details(flow, noop_paced)
 
     million_note = "" if million == 1_000_000 else f"--quick: {million:,} sessions"
     rows = [
@@ -153,17 +195,23 @@ async def measure(quick: bool) -> tuple[list[Row], dict[str, Any], dict[str, Any
         ),
         Row(
             "memory_per_session_mb",
-            ours.rss_mb / slots,
+            ours.pss_mb / slots,
             "report",
             "MB",
-            note="node + its browsers, median RSS during the run / concurrent sessions",
+            note=(
+                "node + its browsers, median PSS during the run / concurrent sessions "
+                f"(RSS: {ours.rss_mb / slots:.0f})"
+            ),
         ),
         Row(
             "memory_per_session_cold_mb",
-            cold.rss_mb / slots,
+            cold.pss_mb / slots,
             "report",
             "MB",
-            note="driver + browsers of the browser-per-session loop / concurrent sessions",
+            note=(
+                "driver + browsers of the browser-per-session loop, median PSS / concurrent "
+                f"sessions (RSS: {cold.rss_mb / slots:.0f})"
+            ),
         ),
         Row(
             "pacing_error_p99_ms",
@@ -174,10 +222,10 @@ async def measure(quick: bool) -> tuple[list[Row], dict[str, Any], dict[str, Any
         ),
         Row(
             "getrun_p99_ms",
-            p99(latencies),
+            p99(via_gateway.latencies_ms),
             "< 5",
             "ms",
-            note=f"{get_clients} concurrent clients in one process, {get_seconds:.0f}s",
+            note=_gateway.getrun_note(via_gateway, direct),
         ),
         Row(
             "watch_fanout_watchers",
@@ -199,8 +247,22 @@ async def measure(quick: bool) -> tuple[list[Row], dict[str, Any], dict[str, Any
             "MB",
             note="peak scheduler RSS over 5 s after that create, while dispatching",
         ),
-        Row("pipeline_jobs_per_s", None, "n/a", note="needs the noop engine (not built yet)"),
-        Row("pipeline_latency_p99_ms", None, "n/a", note="needs the noop engine (not built yet)"),
+        Row(
+            "pipeline_jobs_per_s",
+            flow.per_s,
+            ">= 5000",
+            "jobs/s",
+            note=f"{flow.succeeded:,} noop sessions, fast, one node of {pipeline.NOOP_SLOTS} "
+            "slots: ok results / (last stored - run start)",
+        ),
+        Row(
+            "pipeline_latency_p99_ms",
+            noop_paced.percentile(0.99),
+            "< 50",
+            "ms",
+            note=f"{noop_paced.sessions:,} noop sessions at {noop_paced.rate:,.0f}/s (window): "
+            "result stored - planned due",
+        ),
     ]
     meta = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -147,6 +147,14 @@ def node_serve(
             "--browser-path", help="A Chromium executable to use. [env SMARTFLEET_BROWSER_PATH]"
         ),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="chromium (default), or noop: benchmark-only, completes jobs without a browser. "
+            "[env SMARTFLEET_NODE_ENGINE]",
+        ),
+    ] = None,
     ready_file: ReadyFile = None,
     log_level: LogLevel = None,
     log_json: LogJson = None,
@@ -161,6 +169,7 @@ def node_serve(
         node_slots=slots,
         node_labels=labels,
         browser_path=browser_path,
+        node_engine=engine,
         ready_file=ready_file,
         log_level=log_level,
         log_json=log_json,

@@ -66,6 +66,7 @@ class Stack:
         gateway_port: int = 50051,
         scheduler_port: int = 50052,
         node_slots: int = 0,
+        node_engine: Literal["chromium", "noop"] = "chromium",
         node_id: str | None = None,
         token: str | None = None,
         host: str = "127.0.0.1",
@@ -80,6 +81,8 @@ class Stack:
         self._host = host
         self._ports = {"gateway": gateway_port, "scheduler": scheduler_port}
         self._node_slots = node_slots
+        # `noop` only for benchmarks: the node then completes jobs without a browser.
+        self._node_engine = node_engine
         self._extra_env = dict(env or {})
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
@@ -250,6 +253,7 @@ class Stack:
             env["SMARTFLEET_SCHEDULER_ADDR"] = self.scheduler_addr
             env["SMARTFLEET_NODE_ID"] = self.node_id
             env["SMARTFLEET_NODE_SLOTS"] = str(self._node_slots)
+            env["SMARTFLEET_NODE_ENGINE"] = self._node_engine
             env["SMARTFLEET_NODE_LISTEN"] = f"{self._host}:0"
             # Where the node stages artifacts before uploading them to the scheduler's store.
             env["SMARTFLEET_ARTIFACT_DIR"] = str(self.data_dir / "node-artifacts")

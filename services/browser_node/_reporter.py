@@ -33,17 +33,20 @@ class _Pending:
 class ResultReporter:
     """`await reporter.report(result)` returns True once the scheduler stored it.
 
-    Results queue up and leave in one call of at most `batch_size`, waiting at most `linger` for
-    company. While the scheduler is unreachable the batch is retried with backoff; a result the
-    scheduler answers for but does not list as stored (or rejects outright) returns False.
+    One call is on its way at a time, and calls leave at least `linger` apart: a result after a
+    quiet spell leaves at once; under load, what finishes meanwhile rides along in the next call
+    (at most `batch_size`; a full batch does not wait), so batches grow with the load and the
+    scheduler stores them in few transactions. While the scheduler is unreachable the batch is
+    retried with backoff; a result the scheduler answers for but does not list as stored (or
+    rejects outright) returns False.
     """
 
     def __init__(
         self,
         *,
         link: SchedulerLink,
-        batch_size: int = 64,
-        linger: timedelta = timedelta(milliseconds=20),
+        batch_size: int = 256,
+        linger: timedelta = timedelta(milliseconds=5),
         retry: Backoff | None = None,
     ) -> None:
         if batch_size < 1:
@@ -56,6 +59,8 @@ class ResultReporter:
         )
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._sending: list[_Pending] = []
+        # Set when a whole batch is queued: ends a linger early.
+        self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Set while nothing is queued or on its way.
         self._flushed = asyncio.Event()
@@ -87,21 +92,25 @@ class ResultReporter:
         pending = _Pending(result=result, stored=asyncio.get_running_loop().create_future())
         self._flushed.clear()
         self._queue.put_nowait(pending)
+        if self._queue.qsize() + len(self._sending) >= self._batch_size:
+            self._full.set()
         return await pending.stored
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        linger = self._linger.total_seconds()
+        last_call = float("-inf")
         while True:
             self._sending = [await self._queue.get()]
-            deadline = loop.time() + self._linger.total_seconds()
-            while len(self._sending) < self._batch_size:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    self._sending.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            self._top_up()
+            wait = last_call + linger - loop.time()
+            if wait > 0 and len(self._sending) < self._batch_size:
+                # One wait for the batch, not one per result.
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), wait)
+                self._top_up()
+            last_call = loop.time()
             await self._send()
             self._sending = []
             if self._queue.empty():

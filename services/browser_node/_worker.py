@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -29,7 +29,6 @@ from nats.js.errors import NotFoundError
 
 from services.browser_node._backoff import Backoff
 from services.browser_node._reporter import ResultReporter
-from services.browser_node._session import SessionRunner
 from services.common.bus import STREAM, pool_consumer
 from services.common.contracts import envelope_from_bytes
 from services.common.errors import SmartfleetError
@@ -48,6 +47,16 @@ _STALL_CHECK_EVERY = 30
 _REMEMBER_CANCELLED_RUNS = 1024
 
 
+class Runner(Protocol):
+    """What the worker needs of a session runner (`SessionRunner`, or the benchmark's `NoopRunner`)."""
+
+    async def run(self, envelope: JobEnvelope) -> SessionResult: ...
+
+    def cancelled(
+        self, envelope: JobEnvelope, *, started_at: datetime | None = None
+    ) -> SessionResult: ...
+
+
 def _retry_backoff() -> Backoff:
     return Backoff(initial=timedelta(milliseconds=200), maximum=timedelta(seconds=5))
 
@@ -56,7 +65,11 @@ def _retry_backoff() -> Backoff:
 class _InFlight:
     envelope: JobEnvelope
     started_at: datetime
+    message: Msg
+    pool: _Pool
     session: asyncio.Task[SessionResult] | None = None
+    # When the message's ack timer was last reset (loop time): at delivery, then by in_progress.
+    refreshed: float = 0.0
 
 
 @dataclass(slots=True, eq=False)
@@ -86,7 +99,7 @@ class JobWorker:
         *,
         js: JetStreamContext,
         pools: Sequence[str],
-        runner: SessionRunner,
+        runner: Runner,
         reporter: ResultReporter,
         slots: int,
         shutdown_grace: timedelta,
@@ -109,11 +122,14 @@ class JobWorker:
         self._fetch_timeout = fetch_timeout
         self._busy_fetch_timeout = min(_BUSY_FETCH_TIMEOUT, fetch_timeout)
         self._task: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._handlers: dict[asyncio.Task[None], _InFlight] = {}
         self._cancelled_runs: OrderedDict[str, None] = OrderedDict()
         self._accepting = True
         self._stopping = asyncio.Event()
+        # Set when the fetch loop has something to look at; `_waiter` is what it awaits then.
         self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         # Set once every pool's consumer is bound.
@@ -144,7 +160,9 @@ class JobWorker:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="job-worker")
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), name="job-worker")
+            self._keeper = loop.create_task(self._keep_alive(), name="job-keep-alive")
 
     def set_slots(self, slots: int) -> None:
         """Dynamic concurrency: takes effect at the next fetch; running sessions are not stopped."""
@@ -154,7 +172,7 @@ class JobWorker:
         if slots != self._slots:
             logger.info("slots %d -> %d", self._slots, slots)
             self._slots = slots
-            self._wake.set()
+            self._signal()
 
     def cancel_run(self, run_id: str) -> None:
         """Stop this run's sessions; they, and its messages still to come, report `cancelled`."""
@@ -169,13 +187,13 @@ class JobWorker:
     def pause(self) -> None:
         """Take no new jobs (cordoned); the running ones go on."""
         self._accepting = False
-        self._wake.set()
+        self._signal()
 
     def resume(self) -> None:
         """Take jobs again after `pause` or `drain` (never once stopping)."""
         if not self._stopping.is_set():
             self._accepting = True
-            self._wake.set()
+            self._signal()
 
     async def drain(self) -> None:
         """Take no new jobs and wait until the running ones are done."""
@@ -189,7 +207,7 @@ class JobWorker:
             return
         self._accepting = False
         self._stopping.set()
-        self._wake.set()
+        self._signal()
         # The fetch loop notices within one fetch timeout; cancel it only if it hangs.
         try:
             await asyncio.wait_for(
@@ -210,6 +228,11 @@ class JobWorker:
                 for handler in unfinished:
                     handler.cancel()
                 await asyncio.gather(*unfinished, return_exceptions=True)
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         for pool in self._pools:
             await self._unsubscribe(pool)
 
@@ -275,21 +298,39 @@ class JobWorker:
     ) -> None:
         pool.op = asyncio.get_running_loop().create_task(operation, name=f"{what}-{pool.name}")
 
+    def _signal(self) -> None:
+        """Wake the fetch loop (a slot freed up, slots changed, pausing, stopping)."""
+        self._wake.set()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     async def _wait_for_pools(self) -> None:
-        """Until a pool's operation ends, a slot frees up, or the worker stops."""
-        running = {pool.op for pool in self._pools if pool.op is not None}
-        wake = asyncio.ensure_future(self._wake.wait())
-        stop = asyncio.ensure_future(self._stopping.wait())
+        """Until a pool's operation ends, a slot frees up, or the worker stops.
+
+        One future and callbacks rather than tasks and asyncio.wait: this runs about once per
+        job at high rates."""
+        if self._wake.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+
+        def done(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        running = [pool.op for pool in self._pools if pool.op is not None]
+        for op in running:
+            op.add_done_callback(done)
+        # Operations end within their own timeout; with none running, wake up now and then.
+        timer = None if running else loop.call_later(self._fetch_timeout.total_seconds(), done)
         try:
-            await asyncio.wait(
-                {*running, wake, stop},
-                timeout=self._fetch_timeout.total_seconds(),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await waiter
         finally:
-            for waiter in (wake, stop):
-                waiter.cancel()
-            await asyncio.gather(wake, stop, return_exceptions=True)
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+            for op in running:
+                op.remove_done_callback(done)
 
     async def _collect(self) -> None:
         """Take the outcome of every finished pool operation: dispatch messages, count errors."""
@@ -343,7 +384,13 @@ class JobWorker:
             )
             await self._settle(message.term(), "term")
             return
-        item = _InFlight(envelope=envelope, started_at=datetime.now(UTC))
+        item = _InFlight(
+            envelope=envelope,
+            started_at=datetime.now(UTC),
+            message=message,
+            pool=pool,
+            refreshed=asyncio.get_running_loop().time(),
+        )
         handler = asyncio.get_running_loop().create_task(
             self._handle(pool, message, item), name=f"job-{envelope.job_id}:{envelope.attempt}"
         )
@@ -355,13 +402,12 @@ class JobWorker:
         self._handlers.pop(handler, None)
         if not self._handlers:
             self._idle.set()
-        self._wake.set()
+        self._signal()
         if not handler.cancelled() and handler.exception() is not None:
             logger.error("job handler failed", exc_info=handler.exception())
 
     async def _handle(self, pool: _Pool, message: Msg, item: _InFlight) -> None:
         envelope = item.envelope
-        keep_alive = asyncio.get_running_loop().create_task(self._keep_alive(pool, message))
         try:
             result = await self._run_session(item)
             try:
@@ -378,8 +424,6 @@ class JobWorker:
             logger.info("giving back job %s attempt %d", envelope.job_id, envelope.attempt)
             await self._settle(message.nak(), "nak")
             raise
-        finally:
-            keep_alive.cancel()
 
     async def _run_session(self, item: _InFlight) -> SessionResult:
         envelope = item.envelope
@@ -394,16 +438,33 @@ class JobWorker:
                 raise  # the worker is stopping: not a run cancellation
             return self._runner.cancelled(envelope, started_at=item.started_at)
 
-    async def _keep_alive(self, pool: _Pool, message: Msg) -> None:
-        interval = max(0.1, pool.ack_wait.total_seconds() / 3)
+    async def _keep_alive(self) -> None:
+        """Reset the ack timer of every message whose job runs long, at least every ack wait / 3:
+        one loop for all jobs, as most end long before their first reset."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):  # binding reads each consumer's ack wait
+            await asyncio.wait_for(self.bound.wait(), 1.0)
         while True:
-            await asyncio.sleep(interval)
-            with contextlib.suppress(nats.errors.Error, OSError):
-                await message.in_progress()
+            period = min(1.0, max(0.05, min(p.ack_wait.total_seconds() for p in self._pools) / 6))
+            await asyncio.sleep(period)
+            now = loop.time()
+            for item in list(self._handlers.values()):
+                interval = max(0.1, item.pool.ack_wait.total_seconds() / 3)
+                if now - item.refreshed < interval - period:
+                    continue
+                item.refreshed = now
+                try:
+                    await item.message.in_progress()
+                except (nats.errors.Error, OSError):
+                    pass  # the next sweep tries again; at worst the message is redelivered
+                except Exception:
+                    logger.exception("keeping job %s alive failed", item.envelope.job_id)
 
     async def _settle(self, call: Awaitable[object], what: str) -> None:
+        # Acks, naks and terms are publishes: they go to the client's buffer and return (what
+        # waits is bounded by the connection's flush timeout, see bus.connect).
         try:
-            await asyncio.wait_for(call, _NATS_TIMEOUT)
+            await call
         except (nats.errors.Error, OSError, TimeoutError) as error:
             # JetStream redelivers after the ack wait; nothing is lost, only delayed.
             logger.warning("could not %s a message: %s", what, error)

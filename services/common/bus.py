@@ -67,6 +67,8 @@ async def connect(servers: Sequence[str], *, name: str) -> NatsClient:
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
+        # Bounds the wait of a publish (acks included) when the client's buffer is full.
+        flush_timeout=5,
         error_cb=on_error,
     )
 

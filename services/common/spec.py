@@ -32,8 +32,10 @@ from services.common.devices import device_names
 from services.common.durations import parse_duration
 from services.common.errors import InvalidArgument
 
-Engine = Literal["chromium", "firefox", "webkit"]
-ENGINES: tuple[str, ...] = ("chromium", "firefox", "webkit")
+# `noop` is benchmark-only: served by nodes started with SMARTFLEET_NODE_ENGINE=noop, it
+# completes jobs without a browser. A run gets it only by naming it; the default is chromium.
+Engine = Literal["chromium", "firefox", "webkit", "noop"]
+ENGINES: tuple[str, ...] = ("chromium", "firefox", "webkit", "noop")
 MAX_SESSIONS = 100_000_000
 MAX_TARGETS = 1_000
 MAX_STEPS = 200

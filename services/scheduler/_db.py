@@ -83,10 +83,19 @@ class Database:
         async with self._read_sessions() as session:
             yield session
 
-    def insert_ignoring_conflicts(self, table: Any, rows: Sequence[dict[str, Any]]) -> Insert:
-        """INSERT … ON CONFLICT DO NOTHING for this dialect (idempotent ingestion)."""
+    def insert_ignoring_conflicts(
+        self, table: Any, rows: Sequence[dict[str, Any]] | None = None
+    ) -> Insert:
+        """INSERT … ON CONFLICT DO NOTHING for this dialect (idempotent ingestion).
+
+        Without `rows`, execute it with a list of parameters: one statement compiled once
+        (cached) for the whole batch, where a multi-row VALUES is compiled anew every time.
+        """
         dialect_insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
-        return dialect_insert(table).values(list(rows)).on_conflict_do_nothing()
+        statement = dialect_insert(table)
+        if rows is not None:
+            statement = statement.values(list(rows))
+        return statement.on_conflict_do_nothing()
 
     async def close(self) -> None:
         await self._writer.dispose()

@@ -15,11 +15,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from functools import lru_cache
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from nats.js import JetStreamContext
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, insert, select, update
 
 from services.common import bus
 from services.common.contracts import envelope_to_bytes
@@ -38,12 +39,22 @@ from services.scheduler._runs import Run, RunStatus, RunStore
 logger = logging.getLogger(__name__)
 
 MAX_CLAIM = 500
+# Plans of this many runs are kept between ticks (the oldest kept goes first).
+_PLANS_KEPT = 256
 PUBLISH_TIMEOUT = 5.0
 IDLE_WAKE = timedelta(milliseconds=500)
 
 
+_INSERT_JOBS = insert(cast(Table, JobRow.__table__))
+
+
 class AccountAssigner(Protocol):
     async def assign(self, selector: AccountSelector, *, now: datetime) -> str | None: ...
+
+
+@lru_cache(maxsize=4096)
+def _cell_json(cell: Cell) -> dict[str, object]:
+    return cell_to_json(cell)
 
 
 def cell_to_json(cell: Cell) -> dict[str, object]:
@@ -130,6 +141,8 @@ class Dispatcher:
         self._next_wake: datetime | None = None
         # Envelopes whose publish failed; retried before anything new goes out.
         self._unpublished: list[JobEnvelope] = []
+        self._retries_checked = float("-inf")
+        self._plans: dict[str, tuple[tuple[datetime, datetime | None], RunPlan]] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -155,20 +168,30 @@ class Dispatcher:
             self._ledger.reset([(run_id, pool, count) for run_id, pool, count in rows])
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             try:
                 sent = await self.tick()
             except Exception:
                 logger.exception("dispatch tick failed")
                 sent = 0
-            if sent:
-                await asyncio.sleep(0)
-                continue
-            now = datetime.now(UTC)
-            wake_at = min(self._next_wake or now + IDLE_WAKE, now + IDLE_WAKE)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, (wake_at - now).total_seconds()))
+            if not sent:
+                now = datetime.now(UTC)
+                wake_at = min(self._next_wake or now + IDLE_WAKE, now + IDLE_WAKE)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), max(0.0, (wake_at - now).total_seconds())
+                    )
             self._wake.clear()
+            # Ticks start at least `interval` apart: a paced run due every millisecond, or a
+            # result stored every millisecond, then makes one claim and one publish per interval
+            # rather than one tick per job, which would keep the writer and the loop busy.
+            rest = began + self._interval - loop.time()
+            if rest > 0:
+                await asyncio.sleep(rest)
+            else:
+                await asyncio.sleep(0)
 
     # -- one tick ----------------------------------------------------------------------------
 
@@ -182,6 +205,10 @@ class Dispatcher:
         # Capacity as of now, before reading runs: a node arriving mid-tick wakes the next tick.
         capacity = self._registry.capacity
         snapshot: dict[str, int] = {pool: capacity(pool) for pool in self._registry.pools()}
+        if not any(self._ledger.credit(pool, free) for pool, free in snapshot.items()):
+            # Nothing may go out, so skip the reads: what frees credit (a result stored, a node
+            # arriving, a run cancelled) wakes the next tick.
+            return 0
         ticks = await self._prepare(now)
         if not ticks:
             return 0
@@ -208,27 +235,33 @@ class Dispatcher:
         running = await self._runs.running()
         if not running:
             return []
-        async with self._db.read() as session:
-            retries = dict(
-                (
-                    await session.execute(
-                        select(JobRow.run_id, func.count())
-                        .where(JobRow.status == "retry_wait", JobRow.retry_at <= now)
-                        .group_by(JobRow.run_id)
-                    )
-                ).all()
-            )
-            next_retry = await session.scalar(
-                select(func.min(JobRow.retry_at)).where(
-                    JobRow.status == "retry_wait", JobRow.retry_at > now
+        retries: dict[str, int] = {}
+        # The runs' counters say whether any job waits to retry, so most ticks need not look;
+        # still look now and then, should a counter ever be off.
+        checked = asyncio.get_running_loop().time()
+        if any(run.retrying for run in running) or checked >= self._retries_checked + 1.0:
+            self._retries_checked = checked
+            async with self._db.read() as session:
+                retries = dict(
+                    (
+                        await session.execute(
+                            select(JobRow.run_id, func.count())
+                            .where(JobRow.status == "retry_wait", JobRow.retry_at <= now)
+                            .group_by(JobRow.run_id)
+                        )
+                    ).all()
                 )
-            )
-        if next_retry is not None:
-            self._note_wake(next_retry)
+                next_retry = await session.scalar(
+                    select(func.min(JobRow.retry_at)).where(
+                        JobRow.status == "retry_wait", JobRow.retry_at > now
+                    )
+                )
+            if next_retry is not None:
+                self._note_wake(next_retry)
         ticks = []
         for run in running:
             assert run.started_at is not None
-            plan = RunPlan(run.spec, started_at=run.started_at, expedited_at=run.expedited_at)
+            plan = self._plan(run)
             new_due = max(0, plan.due_count(now) - run.next_index)
             if run.next_index < run.planned and new_due == 0:
                 self._note_wake(plan.job(run.next_index).due)
@@ -245,6 +278,18 @@ class Dispatcher:
                 )
             )
         return ticks
+
+    def _plan(self, run: Run) -> RunPlan:
+        """The run's plan, kept across ticks while it stays the same (start and expedite)."""
+        assert run.started_at is not None
+        key = (run.started_at, run.expedited_at)
+        kept = self._plans.get(run.id)
+        if kept is None or kept[0] != key:
+            plan = RunPlan(run.spec, started_at=run.started_at, expedited_at=run.expedited_at)
+            kept = self._plans[run.id] = (key, plan)
+            while len(self._plans) > _PLANS_KEPT:
+                self._plans.pop(next(iter(self._plans)))
+        return kept[1]
 
     @staticmethod
     def _pools(plan: RunPlan, run: Run) -> set[str]:
@@ -349,9 +394,15 @@ class Dispatcher:
                     _Candidate(row.index, row.target_url, cell, row.pool, retry=row)
                 ):
                     break
+        cells = tick.plan.cells()
+        single = cells[0] if len(cells) == 1 else None
+        targets = spec.targets
         for index in range(run.next_index, run.next_index + min(tick.new_due, MAX_CLAIM)):
-            job = tick.plan.job(index)
-            if not await admit(_Candidate(index, job.target_url, job.cell, pool_of(job.cell))):
+            # What plan.job(index) gives, without its due time (already known to have passed)
+            # and, for a one-cell run, without looking the cell up.
+            cell = single or tick.plan.matrix.cell_of(index)
+            target = targets[index % len(targets)]
+            if not await admit(_Candidate(index, target, cell, pool_of(cell))):
                 break
         return chosen
 
@@ -426,44 +477,74 @@ class Dispatcher:
                 if getattr(rearmed, "rowcount", 1) != 1:
                     raise RuntimeError(f"job {candidate.retry.id} left retry_wait during a claim")
                 envelopes.append(self._envelope(run, candidate, attempt=attempt, deadline=deadline))
+            rows = []
             for candidate in new:
                 envelope = self._envelope(run, candidate, attempt=1, deadline=deadline)
                 envelopes.append(envelope)
-                session.add(
-                    JobRow(
-                        id=envelope.job_id,
-                        run_id=run.id,
-                        index=candidate.index,
-                        attempt=1,
-                        status="dispatched",
-                        pool=candidate.pool,
-                        target_url=candidate.target_url,
-                        cell=cell_to_json(candidate.cell),
-                        account=candidate.account,
-                        outcome=None,
-                        error=None,
-                        dispatched_at=now,
-                        deadline=deadline,
-                        retry_at=None,
-                        finished_at=None,
-                    )
+                rows.append(
+                    {
+                        "id": envelope.job_id,
+                        "run_id": run.id,
+                        "index": candidate.index,
+                        "attempt": 1,
+                        "status": "dispatched",
+                        "pool": candidate.pool,
+                        "target_url": candidate.target_url,
+                        "cell": _cell_json(candidate.cell),
+                        "account": candidate.account,
+                        "outcome": None,
+                        "error": None,
+                        "dispatched_at": now,
+                        "deadline": deadline,
+                        "retry_at": None,
+                        "finished_at": None,
+                    }
                 )
+            if rows:
+                # One executemany of a cached statement, not an ORM object per job.
+                await session.execute(_INSERT_JOBS, rows)
         return envelopes
 
     async def _publish(self, envelopes: list[JobEnvelope]) -> None:
-        async def publish_one(envelope: JobEnvelope) -> None:
+        """Publish all, then wait for their acks together: the stream's acks pipeline instead
+        of one request-reply per envelope. What fails or times out is retried next tick (the
+        message id makes a repeat harmless)."""
+        sent: list[tuple[JobEnvelope, asyncio.Future[Any]]] = []
+        failed: list[tuple[JobEnvelope, BaseException]] = []
+        for envelope in envelopes:
             try:
-                await self._js.publish(
-                    bus.pool_subject(pool_of(envelope.cell)),
-                    envelope_to_bytes(envelope),
-                    headers={"Nats-Msg-Id": bus.message_id(envelope.job_id, envelope.attempt)},
-                    timeout=PUBLISH_TIMEOUT,
+                sent.append(
+                    (
+                        envelope,
+                        await self._js.publish_async(
+                            bus.pool_subject(pool_of(envelope.cell)),
+                            envelope_to_bytes(envelope),
+                            headers={
+                                "Nats-Msg-Id": bus.message_id(envelope.job_id, envelope.attempt)
+                            },
+                        ),
+                    )
                 )
-            except Exception as error:
-                logger.warning("publish of %s failed (%s); will retry", envelope.job_id, error)
-                self._unpublished.append(envelope)
-
-        await asyncio.gather(*(publish_one(envelope) for envelope in envelopes))
+            except Exception as refused:
+                failed.append((envelope, refused))
+        if sent:
+            _, late = await asyncio.wait([ack for _, ack in sent], timeout=PUBLISH_TIMEOUT)
+            for ack in late:
+                ack.cancel()
+            for envelope, ack in sent:
+                if ack.cancelled():
+                    failed.append((envelope, TimeoutError("no ack from the stream")))
+                elif (nacked := ack.exception()) is not None:
+                    failed.append((envelope, nacked))
+        if failed:
+            first, reason = failed[0]
+            logger.warning(
+                "publish of %d envelope(s) failed, e.g. %s: %s; will retry",
+                len(failed),
+                first.job_id,
+                reason or type(reason).__name__,
+            )
+            self._unpublished.extend(envelope for envelope, _ in failed)
 
     # -- deadlines ---------------------------------------------------------------------------
 

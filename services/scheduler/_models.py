@@ -113,6 +113,8 @@ class ResultRow(Base):
     account: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]
+    # When the scheduler stored it (in the storing transaction): pipeline latency is measured to it.
+    stored_at: Mapped[datetime | None]
     # Everything else a node measured (error, URLs, redirect chain, timings, versions).
     detail: Mapped[dict[str, Any]]
 
