@@ -1,11 +1,16 @@
-"""Which Chromium a node launches, and the switches that keep it quiet on a closed network."""
+"""Which Chromium a node launches, the switches that keep it quiet on a closed network, and the
+gate that spaces launches out."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import random
 import shutil
+from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Literal
 
 from services.common.errors import BrowserNotFound
@@ -91,3 +96,34 @@ def find_browser(
         f"no Chromium found (looked for Playwright's browser and {', '.join(SYSTEM_BROWSERS)} "
         f"on PATH); {INSTALL_HINT}"
     )
+
+
+class LaunchGate:
+    """Spaces the starts of a node's browser launches at least `spacing` apart.
+
+    A launch costs a core for a second or two; a cold start, a burst of account browsers or a
+    wave of relaunches would otherwise start them all at once. Each start waits for the previous
+    one plus `spacing` and up to `jitter * spacing` more (so nodes started together drift
+    apart); the first waits for nothing. Launches themselves may overlap.
+    """
+
+    def __init__(self, *, spacing: timedelta, jitter: float = 0.2) -> None:
+        self._spacing = max(0.0, spacing.total_seconds())
+        self._jitter = max(0.0, jitter)
+        self._lock = asyncio.Lock()
+        self._next = float("-inf")  # loop time before which no launch starts
+        # Recent start times (event loop clock), for logs and tests.
+        self.starts: deque[float] = deque(maxlen=64)
+
+    async def turn(self) -> float:
+        """Wait until a launch may start; returns the seconds waited."""
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        async with self._lock:  # one waiter at a time, in arrival order
+            delay = self._next - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = loop.time()
+            self._next = now + self._spacing * (1 + random.uniform(0, self._jitter))
+            self.starts.append(now)
+        return now - asked

@@ -4,6 +4,11 @@ Account-less sessions share one browser. A session of an account runs in that ac
 browser (launched with the account's proxy), never shared with another account or with
 account-less sessions; idle account browsers close after a while, and at most
 `max_account_browsers` stay open (the least recently used goes first).
+
+A browser is recycled after `recycle_after` sessions, or once its own processes use more than
+`recycle_above_mb` (checked in the background every `memory_check_interval`), and relaunched
+when it crashed: it takes no new sessions, the ones in it finish, the next session gets a fresh
+browser. Launches go through one `LaunchGate`, at least `launch_spacing` apart.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from playwright._repo_version import version as PLAYWRIGHT_VERSION
 from playwright.async_api import Browser, Page, Playwright, async_playwright
@@ -23,12 +29,20 @@ from playwright.async_api import Error as PlaywrightError
 
 from services import __version__
 from services.browser_node._accounts import AccountState, AccountStates, proxy_settings
-from services.browser_node._browser import LAUNCH_ARGS, BrowserExecutable, find_browser
+from services.browser_node._browser import (
+    LAUNCH_ARGS,
+    BrowserExecutable,
+    LaunchGate,
+    find_browser,
+)
 from services.browser_node._emulation import context_options
+from services.browser_node._memory import BrowserMemory, memory_readable, read_browser_memory
 from services.common.errors import Unavailable
 from services.common.types import Cell
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RUN_HEADER = "X-Smartfleet-Run"
 PRODUCT_TOKEN = f"Smartfleet/{__version__}"
@@ -47,10 +61,21 @@ class _LiveBrowser:
     served: int = 0
     retiring: bool = False
     last_used: float = 0.0
+    # Set when the browser disconnects (crashed, killed, or closed).
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    # The last memory reading, and `served` when it was taken (an unused browser does not grow).
+    memory: BrowserMemory | None = None
+    measured_after: int = -1
+    over_memory: bool = False
+
+
+class BrowserCrashed(Unavailable):
+    """The browser went away while a session's context or page was being opened in it."""
 
 
 class BrowserPool:
-    """Keeps Chromium launched, relaunches it after a crash and recycles it after N sessions.
+    """Keeps Chromium launched, relaunches it after a crash, recycles it after N sessions or
+    above a memory threshold, and spaces launches out.
 
     `async with pool.session(run_id=..., cell=..., account=...) as page` yields a page in a new
     context that is closed afterwards; traffic is marked (User-Agent token and
@@ -64,6 +89,9 @@ class BrowserPool:
         headless: bool = True,
         mark_traffic: bool = True,
         recycle_after: int = 500,
+        recycle_above_mb: int = 1024,
+        memory_check_interval: timedelta = timedelta(seconds=10),
+        launch_spacing: timedelta = timedelta(milliseconds=500),
         launch_timeout: timedelta = timedelta(seconds=30),
         operation_timeout: timedelta = timedelta(seconds=15),
         accounts: AccountStates | None = None,
@@ -77,6 +105,9 @@ class BrowserPool:
         self._headless = headless
         self._mark_traffic = mark_traffic
         self._recycle_after = recycle_after
+        self._recycle_above_mb = recycle_above_mb
+        self._memory_check_interval = memory_check_interval
+        self._gate = LaunchGate(spacing=launch_spacing)
         self._launch_timeout = launch_timeout
         self._operation_timeout = operation_timeout
         self.accounts = accounts
@@ -91,7 +122,10 @@ class BrowserPool:
         # One lock per browser (account, or _SHARED): launching one never holds up the others.
         self._locks: dict[str, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._memory_watch: asyncio.Task[None] | None = None
         self._generation = 0
+        # Browsers retired by reason ("sessions", "memory", "crash"), for logs and tests.
+        self.recycles: Counter[str] = Counter()
         self.browser_version = ""
         self.default_user_agent = ""
         self.playwright_version = PLAYWRIGHT_VERSION
@@ -112,9 +146,24 @@ class BrowserPool:
         live = self._accounts.get(account) if account else self._current
         return live.browser if live is not None else None
 
+    def memory_for(self, account: str = "") -> BrowserMemory | None:
+        """The last memory reading of the browser `account` (or account-less sessions) uses."""
+        live = self._accounts.get(account) if account else self._current
+        return live.memory if live is not None else None
+
     @property
     def account_browsers(self) -> int:
         return len(self._accounts)
+
+    @property
+    def generation(self) -> int:
+        """How many browsers this pool has launched."""
+        return self._generation
+
+    @property
+    def launch_starts(self) -> tuple[float, ...]:
+        """When recent launches started (event loop clock)."""
+        return tuple(self._gate.starts)
 
     async def start(self) -> None:
         """Start the driver and launch the browser; raises BrowserNotFound or Unavailable."""
@@ -139,6 +188,13 @@ class BrowserPool:
             self._sweeper = asyncio.get_running_loop().create_task(
                 self._sweep(), name="account-browser-sweeper"
             )
+        if self._memory_watch is None and self._recycle_above_mb > 0:
+            if memory_readable():
+                self._memory_watch = asyncio.get_running_loop().create_task(
+                    self._watch_memory(), name="browser-memory-watch"
+                )
+            else:
+                logger.info("browser memory cannot be read on this host: no recycling by memory")
         logger.info(
             "browser ready: Chromium %s from %s, Playwright %s",
             self.browser_version,
@@ -148,11 +204,12 @@ class BrowserPool:
 
     async def stop(self) -> None:
         """Close every browser and the driver; safe to call more than once."""
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        for task in (self._sweeper, self._memory_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sweeper = self._memory_watch = None
         browsers = [self._current, *self._accounts.values(), *self._retired]
         self._current = None
         self._accounts.clear()
@@ -186,7 +243,8 @@ class BrowserPool:
 
         Raises UnknownDevice for a device this Playwright lacks, AccountRefused or
         AccountStateUnavailable when the account's state cannot be had, Unavailable when no
-        browser can be launched.
+        browser can be launched, BrowserCrashed (an Unavailable) when the browser dies while
+        the page opens.
         """
         if self._playwright is None:
             raise Unavailable("browser pool is not started")
@@ -208,19 +266,41 @@ class BrowserPool:
             options["storage_state"] = state.storage_state
         context = None
         try:
-            context = await asyncio.wait_for(
-                live.browser.new_context(**options), self._operation_timeout.total_seconds()
-            )
-            page = await asyncio.wait_for(
-                context.new_page(), self._operation_timeout.total_seconds()
-            )
+            context = await self._while_connected(live, live.browser.new_context(**options))
+            page = await self._while_connected(live, context.new_page())
             yield page
         finally:
             if context is not None:
                 # A crashed browser can't close its contexts; that's fine, they're gone with it.
-                with contextlib.suppress(PlaywrightError, TimeoutError):
-                    await asyncio.wait_for(context.close(), self._operation_timeout.total_seconds())
+                with contextlib.suppress(PlaywrightError, TimeoutError, BrowserCrashed):
+                    await self._while_connected(live, context.close())
             await self._release(live)
+
+    async def _while_connected(self, live: _LiveBrowser, operation: Awaitable[T]) -> T:
+        """`operation` within the operation timeout, given up as soon as the browser is gone.
+
+        Playwright does not always fail a call in flight when the browser dies (`new_page`
+        can wait forever): without this, a kill -9 would cost the session its whole timeout.
+        Raises BrowserCrashed, TimeoutError, or what the operation raises.
+        """
+        task = asyncio.ensure_future(operation)
+        gone = asyncio.ensure_future(live.gone.wait())
+        try:
+            await asyncio.wait(
+                (task, gone),
+                timeout=self._operation_timeout.total_seconds(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            gone.cancel()
+            if not task.done():
+                task.cancel()
+        if task.done() and not task.cancelled():
+            return task.result()
+        if live.gone.is_set():
+            raise BrowserCrashed(f"{self._describe(live)} went away while opening the session")
+        seconds = self._operation_timeout.total_seconds()
+        raise TimeoutError(f"the browser did not answer within {seconds:g}s")
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -267,9 +347,21 @@ class BrowserPool:
     def _worn_out(self, live: _LiveBrowser) -> bool:
         if not live.browser.is_connected():
             logger.warning("%s disconnected; relaunching", self._describe(live))
+            self.recycles["crash"] += 1
             return True
         if self._recycle_after and live.served >= self._recycle_after:
             logger.info("recycling %s after %d sessions", self._describe(live), live.served)
+            self.recycles["sessions"] += 1
+            return True
+        if live.over_memory and live.memory is not None:
+            logger.info(
+                "recycling %s after %d sessions: %s, above the %d MB threshold",
+                self._describe(live),
+                live.served,
+                live.memory.describe(),
+                self._recycle_above_mb,
+            )
+            self.recycles["memory"] += 1
             return True
         return False
 
@@ -331,8 +423,41 @@ class BrowserPool:
             except Exception:
                 logger.exception("closing idle account browsers failed")
 
+    async def check_memory(self) -> None:
+        """Measure the browsers used since their last check; mark those above the threshold.
+
+        A marked browser is retired when its next session asks for it (in-flight sessions
+        finish in it), like one that served `recycle_after` sessions.
+        """
+        if self._recycle_above_mb <= 0:
+            return
+        for live in [self._current, *self._accounts.values()]:
+            if live is None or live.retiring or live.over_memory:
+                continue
+            if live.served == live.measured_after:
+                continue  # no session since the last reading: it has not grown
+            served = live.served
+            memory = await read_browser_memory(live.browser, timeout=self._operation_timeout)
+            if memory is None:
+                continue
+            live.memory, live.measured_after = memory, served
+            logger.debug("%s: %s", self._describe(live), memory.describe())
+            if memory.lasting_mb > self._recycle_above_mb:
+                live.over_memory = True
+
+    async def _watch_memory(self) -> None:
+        while True:
+            await asyncio.sleep(self._memory_check_interval.total_seconds())
+            try:
+                await self.check_memory()
+            except Exception:
+                logger.exception("measuring the browsers' memory failed")
+
     async def _launch(self, *, account: str = "", proxy: str = "") -> _LiveBrowser:
         assert self._playwright is not None and self._executable is not None
+        waited = await self._gate.turn()
+        if waited > 0.05:
+            logger.debug("browser launch waited %.2fs for its turn", waited)
         self._generation += 1
         try:
             browser = await self._playwright.chromium.launch(
@@ -359,6 +484,7 @@ class BrowserPool:
         return f"browser generation {live.generation} ({owner})"
 
     def _on_disconnected(self, live: _LiveBrowser) -> None:
+        live.gone.set()
         if not live.retiring:
             logger.warning("%s disconnected", self._describe(live))
 
