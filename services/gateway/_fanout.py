@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -35,9 +35,17 @@ class _Feed:
 
 
 class WatchFanout:
-    def __init__(self, stub: scheduler_pb2_grpc.SchedulerStub) -> None:
+    """`on_snapshot` sees every update of every followed run (the GetRun cache keeps them)."""
+
+    def __init__(
+        self,
+        stub: scheduler_pb2_grpc.SchedulerStub,
+        *,
+        on_snapshot: Callable[[runs_pb2.Run], None] | None = None,
+    ) -> None:
         self._stub = stub
         self._feeds: dict[str, _Feed] = {}
+        self._on_snapshot = on_snapshot
 
     @property
     def upstreams(self) -> int:
@@ -76,6 +84,8 @@ class WatchFanout:
     async def _follow(self, run_id: str, feed: _Feed) -> None:
         try:
             async for run in self._stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run_id)):
+                if self._on_snapshot is not None:
+                    self._on_snapshot(run)
                 async with feed.condition:
                     feed.latest = run
                     feed.version += 1

@@ -2,7 +2,9 @@
 
 Unary Fleet methods are forwarded generically to the Scheduler method of the same name (the
 contracts share their messages; a unit test holds them identical), so a new RPC needs no
-gateway code. WatchRun is the exception: one upstream stream per run, fanned out.
+gateway code. The exceptions: WatchRun (one upstream stream per run, fanned out) and GetRun
+(answered from run snapshots at most `gateway_run_staleness` old, see _runcache.py); methods
+that return a Run are writes to it, and drop the gateway's snapshot of it.
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 
 from services.common.config import GatewaySettings
-from services.common.grpc_server import ServiceServer, write_ready_file
+from services.common.grpc_server import ServiceServer, rewrap, write_ready_file
 from services.common.lifecycle import shutdown_event
 from services.gateway._auth import TokenAuthInterceptor
 from services.gateway._fanout import UpstreamError, WatchFanout
+from services.gateway._runcache import Fetch, RunSnapshotCache
 from smartfleet.v1 import fleet_pb2, runs_pb2, scheduler_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 FLEET = fleet_pb2.DESCRIPTOR.services_by_name["Fleet"]
 SCHEDULER_SERVICE = "smartfleet.v1.Scheduler"
+RUN_MESSAGE = runs_pb2.Run.DESCRIPTOR.full_name
 UPSTREAM_TIMEOUT = 30.0
+# A GetRun read shared by many callers (and background refreshes) gives up after this.
+READ_TIMEOUT = 10.0
 
 
 def _timeout(context: grpc.aio.ServicerContext) -> float:
@@ -94,6 +100,53 @@ def _stream_forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> gr
     )
 
 
+def _scheduler_get_run(channel: grpc.aio.Channel) -> Fetch:
+    """The scheduler's GetRun, with its errors passed on under their own status codes."""
+    upstream = channel.unary_unary(
+        f"/{SCHEDULER_SERVICE}/GetRun",
+        request_serializer=runs_pb2.GetRunRequest.SerializeToString,
+        response_deserializer=runs_pb2.Run.FromString,
+    )
+
+    async def get_run(run_id: str, timeout: float) -> runs_pb2.Run:
+        try:
+            return await upstream(runs_pb2.GetRunRequest(run_id=run_id), timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise _upstream_error(error) from None
+
+    return get_run
+
+
+def _get_run_handler(cache: RunSnapshotCache) -> grpc.RpcMethodHandler:
+    async def get_run(
+        request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext
+    ) -> runs_pb2.Run:
+        return await cache.get(request.run_id, timeout=_timeout(context))
+
+    return grpc.unary_unary_rpc_method_handler(
+        get_run,
+        request_deserializer=runs_pb2.GetRunRequest.FromString,
+        response_serializer=runs_pb2.Run.SerializeToString,
+    )
+
+
+def _dropping_snapshot(
+    handler: grpc.RpcMethodHandler, cache: RunSnapshotCache
+) -> grpc.RpcMethodHandler:
+    """`handler` as it is, then the cached snapshot of the run it wrote (even if it failed)."""
+    forward = handler.unary_unary
+
+    async def write(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            reply = await forward(request, context)
+        finally:
+            cache.invalidate(getattr(request, "run_id", ""))
+        cache.invalidate(reply.id)
+        return reply
+
+    return rewrap(handler, write)
+
+
 def _watch_handler(fanout: WatchFanout) -> grpc.RpcMethodHandler:
     async def watch(
         request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
@@ -109,10 +162,12 @@ def _watch_handler(fanout: WatchFanout) -> grpc.RpcMethodHandler:
 
 
 def fleet_handlers(
-    channel: grpc.aio.Channel, fanout: WatchFanout
+    channel: grpc.aio.Channel, fanout: WatchFanout, cache: RunSnapshotCache
 ) -> dict[str, grpc.RpcMethodHandler]:
+    # Methods with a handler of their own; every other one is forwarded by name.
     special: dict[str, Callable[[], grpc.RpcMethodHandler]] = {
-        "WatchRun": lambda: _watch_handler(fanout)
+        "WatchRun": lambda: _watch_handler(fanout),
+        "GetRun": lambda: _get_run_handler(cache),
     }
     handlers = {}
     for method in FLEET.methods:
@@ -122,6 +177,8 @@ def fleet_handlers(
             handlers[method.name] = _stream_forwarder(channel, method)
         elif method.client_streaming:
             raise RuntimeError(f"Fleet.{method.name} streams; give it a handler in the gateway")
+        elif method.output_type.full_name == RUN_MESSAGE:
+            handlers[method.name] = _dropping_snapshot(_forwarder(channel, method), cache)
         else:
             handlers[method.name] = _forwarder(channel, method)
     return handlers
@@ -133,6 +190,7 @@ class GatewayService:
         self._channel: grpc.aio.Channel | None = None
         self._server: ServiceServer | None = None
         self._fanout: WatchFanout | None = None
+        self._cache: RunSnapshotCache | None = None
 
     async def start(self) -> str:
         auth = TokenAuthInterceptor(self.settings.token_list)
@@ -143,7 +201,15 @@ class GatewayService:
                 ("grpc.max_receive_message_length", 16 << 20),
             ],
         )
-        self._fanout = WatchFanout(scheduler_pb2_grpc.SchedulerStub(self._channel))
+        self._cache = RunSnapshotCache(
+            _scheduler_get_run(self._channel),
+            staleness=self.settings.gateway_run_staleness,
+            capacity=self.settings.gateway_run_cache_size,
+            upstream_timeout=READ_TIMEOUT,
+        )
+        self._fanout = WatchFanout(
+            scheduler_pb2_grpc.SchedulerStub(self._channel), on_snapshot=self._cache.offer
+        )
         self._server = ServiceServer(
             listen=self.settings.gateway_listen,
             service_names=[FLEET.full_name],
@@ -152,7 +218,7 @@ class GatewayService:
         self._server.server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
-                    FLEET.full_name, fleet_handlers(self._channel, self._fanout)
+                    FLEET.full_name, fleet_handlers(self._channel, self._fanout, self._cache)
                 ),
             )
         )
@@ -164,6 +230,8 @@ class GatewayService:
             self._server = None
         if self._fanout:
             await self._fanout.close()
+        if self._cache:
+            await self._cache.close()
         if self._channel:
             await self._channel.close()
             self._channel = None
