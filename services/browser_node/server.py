@@ -25,10 +25,11 @@ from services.browser_node._link import (
     SchedulerLink,
     SetSlots,
 )
+from services.browser_node._noop import NOOP_ENGINE, NoopRunner
 from services.browser_node._pool import BrowserPool
 from services.browser_node._reporter import ResultReporter
 from services.browser_node._session import ENGINE, SessionRunner
-from services.browser_node._worker import JobWorker
+from services.browser_node._worker import JobWorker, Runner
 from services.common import bus
 from services.common.bus import connect, node_pools
 from services.common.config import MAX_NODE_LABELS, NodeSettings
@@ -86,12 +87,20 @@ class BrowserNode:
             max_account_browsers=settings.account_browsers,
             account_idle=settings.account_browser_idle,
             proxy=settings.node_proxy or "",
+            recycle_after=settings.browser_recycle_after,
+            recycle_above_mb=settings.browser_recycle_above_mb,
+            launch_spacing=settings.browser_launch_spacing,
         )
         self._runner = SessionRunner(
             pool=self.pool,
             node_id=self.node_id,
             artifacts=ArtifactStore(settings.artifact_dir),
             uploader=self.link,
+        )
+        # Benchmark-only: the noop engine completes jobs without a browser (never a default).
+        self._engine = NOOP_ENGINE if settings.node_engine == NOOP_ENGINE else ENGINE
+        self._jobs: Runner = (
+            NoopRunner(node_id=self.node_id) if self._engine == NOOP_ENGINE else self._runner
         )
         self._reporter = ResultReporter(
             link=self.link,
@@ -135,14 +144,17 @@ class BrowserNode:
         await self.stop()
 
     async def _come_up(self) -> None:
-        await self._start_browser()
+        if self._engine == NOOP_ENGINE:
+            logger.warning("benchmark-only noop engine: jobs complete at once, without a browser")
+        else:
+            await self._start_browser()
         self._nats = await self._connect_nats()
         self._reporter.start()
         self.link.start()
         self.worker = JobWorker(
             js=self._nats.jetstream(),
-            pools=node_pools((ENGINE,), self.labels),
-            runner=self._runner,
+            pools=node_pools((self._engine,), self.labels),
+            runner=self._jobs,
             reporter=self._reporter,
             slots=self._slots,
             shutdown_grace=self._settings.shutdown_grace,
@@ -229,7 +241,7 @@ class BrowserNode:
         return NodeInfo(
             node_id=self.node_id,
             host=self._settings.node_host,
-            engines=(ENGINE,),
+            engines=(self._engine,),
             labels=self.labels,
             slots=self.worker.slots if self.worker else self._slots,
             version=__version__,

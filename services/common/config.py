@@ -6,7 +6,7 @@ import socket
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator
@@ -46,7 +46,9 @@ class SchedulerSettings(_Base):
     ack_wait: Duration = timedelta(seconds=30)
     heartbeat_interval: Duration = timedelta(seconds=2)
     node_lost_after: Duration = timedelta(seconds=10)
-    dispatch_interval: Duration = timedelta(milliseconds=50)
+    # Dispatch ticks start at least this far apart (a paced job leaves at most this late), so
+    # a busy run makes one claim and one publish round per interval, not one per job.
+    dispatch_interval: Duration = timedelta(milliseconds=5)
     default_session_timeout: Duration = timedelta(seconds=60)
     # Extra time past a job's session timeout before the scheduler re-dispatches it.
     recovery_grace: Duration = timedelta(seconds=60)
@@ -96,17 +98,28 @@ class NodeSettings(_Base):
     node_listen: str = "127.0.0.1:0"
     scheduler_addr: str = "127.0.0.1:50052"
     nats_url: str = "nats://127.0.0.1:4222"
+    # The engine the node serves. `noop` is for benchmarks only (completes each job at once,
+    # without a browser, to measure orchestration); it must be chosen explicitly, never a default.
+    node_engine: Literal["chromium", "noop"] = "chromium"
     # An explicit browser executable; otherwise Playwright's own browser or a system Chromium.
     browser_path: str | None = None
     headless: bool = True
-    report_batch_size: int = 64
-    report_linger: Duration = timedelta(milliseconds=20)
+    # Results leave in one call at a time, calls at least `report_linger` apart (a result after
+    # a quiet spell goes at once); what finishes meanwhile rides along, at most this many.
+    report_batch_size: int = Field(default=256, ge=1, le=1000)
+    report_linger: Duration = timedelta(milliseconds=5)
     shutdown_grace: Duration = timedelta(seconds=20)
     # Where session artifacts wait for their upload; unset: <temp dir>/smartfleet-artifacts.
     artifact_dir: str | None = None
     # Browsers kept open for accounts (least recently used closes first), and their idle timeout.
     account_browsers: int = Field(default=8, ge=1)
     account_browser_idle: Duration = timedelta(minutes=5)
+    # A browser is recycled after this many sessions, or once its own processes (pages' renderers
+    # aside) use more than this many MB (PSS); 0 turns either off.
+    browser_recycle_after: int = Field(default=500, ge=0)
+    browser_recycle_above_mb: int = Field(default=1024, ge=0)
+    # The least time between the starts of two browser launches (so a cold start is staggered).
+    browser_launch_spacing: Duration = timedelta(milliseconds=500)
     # Egress proxy for the sessions of no account (`http://user:pass@host:port`, https, socks5);
     # accounts keep their own proxy.
     node_proxy: str | None = None
@@ -161,6 +174,10 @@ class GatewaySettings(_Base):
     # Comma-separated bearer tokens, or hashes written `sha256:<hex>`.
     gateway_tokens: str = ""
     gateway_token_file: str | None = None
+    # GetRun answers may be this much behind the scheduler (0 turns the gateway's run snapshot
+    # cache off); final runs are kept until evicted, at most `gateway_run_cache_size` runs.
+    gateway_run_staleness: Duration = timedelta(milliseconds=250)
+    gateway_run_cache_size: int = Field(default=2048, ge=1)
 
     @property
     def token_list(self) -> list[str]:

@@ -745,7 +745,10 @@ async def test_labelled_node_takes_jobs_of_every_pool_within_its_slots(
         await publish(js, job, pool)
     async with BrowserNode(settings=node_env(node_slots=2, node_labels="region=eu")) as node:
         await eventually(lambda: len(fake.results) == len(jobs), what="all results")
-        assert node.worker is not None and node.worker.pools == (POOL, EU_POOL)
+        assert node.worker is not None and {POOL, EU_POOL} <= set(node.worker.pools)
+        # Plus the pools of its automatic browser=<major> label (every subset of its labels).
+        assert set(node.worker.pools) == set(node_pools([POOL], node.labels))
+        assert node.labels.keys() == {"region", "browser"}
         await eventually(lambda: stream_empty(js), what="every message acked")
     assert all(result.outcome is Outcome.OK for result in fake.results.values())
     assert max_overlap(fake.results.values()) == 2
@@ -768,7 +771,8 @@ async def test_unlabelled_node_never_takes_labelled_jobs(
         await eventually(
             lambda: node.worker is not None and node.worker.bound.is_set(), what="bind"
         )
-        assert node.worker is not None and node.worker.pools == (POOL,)
+        assert node.worker is not None and EU_POOL not in node.worker.pools
+        assert node.worker.pools == tuple(node_pools([POOL], node.labels))
         # As if a labelled node had registered: the labelled pool's consumer exists.
         await JobBus(js, ack_wait=ACK_WAIT).ensure_pool(EU_POOL)
         eu = Cell(labels=(("region", "eu"),))
