@@ -13,20 +13,13 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from bench._procs import browser_pids
 from cli._stack import Stack
 from demo import DemoSite
 from smartfleet.v1 import fleet_pb2_grpc, node_pb2, results_pb2, runs_pb2
+from tests.e2e.test_stack import metadata
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(240)]
-
-# Names of Chromium executables (Debian's, Google's, Playwright's builds).
-_CHROMIUM_NAMES = {
-    "chromium",
-    "chromium-browser",
-    "chrome",
-    "headless_shell",
-    "chrome-headless-shell",
-}
 
 
 @pytest.fixture
@@ -39,41 +32,6 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         env={"SMARTFLEET_ACK_WAIT": "5s", "SMARTFLEET_HEARTBEAT_INTERVAL": "500ms"},
     ) as running:
         yield running
-
-
-def metadata(stack: Stack) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {stack.token}"),)
-
-
-def descendants(root: int) -> list[int]:
-    """Every process below `root`, from /proc/<pid>/task/*/children."""
-    found: list[int] = []
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        for children in Path(f"/proc/{pid}/task").glob("*/children"):
-            try:
-                kids = [int(child) for child in children.read_text().split()]
-            except OSError:  # gone meanwhile
-                continue
-            found.extend(kids)
-            todo.extend(kids)
-    return found
-
-
-def browser_processes(node_pid: int) -> list[int]:
-    """The node's Chromium browser processes: the executable itself, not one of its --type= helpers."""
-    found = []
-    for pid in descendants(node_pid):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if Path(argv[0]).name in _CHROMIUM_NAMES and not any(
-            arg.startswith("--type=") for arg in argv
-        ):
-            found.append(pid)
-    return found
 
 
 async def eventually(check: Callable[[], Any], *, what: str, timeout: float = 60) -> Any:
@@ -137,7 +95,7 @@ async def test_browser_killed_mid_session_is_retried_and_node_keeps_serving(
             runs_pb2.CreateRunRequest(spec=spec, start=True), metadata=metadata(stack), timeout=10
         )
         await eventually(lambda: demo_site.hits.get("/slow"), what="a session mid-navigation")
-        browsers = browser_processes(node_pid)
+        browsers = browser_pids(node_pid)
         assert len(browsers) == 1, f"expected the node's one shared browser, found {browsers}"
         os.kill(browsers[0], signal.SIGKILL)
 
@@ -145,7 +103,7 @@ async def test_browser_killed_mid_session_is_retried_and_node_keeps_serving(
         results = await all_results(api, stack, run.id)
 
         # The node relaunched its browser and still serves: a second run completes on it.
-        relaunched = browser_processes(node_pid)
+        relaunched = browser_pids(node_pid)
         assert relaunched and browsers[0] not in relaunched
         again = await api.CreateRun(
             runs_pb2.CreateRunRequest(

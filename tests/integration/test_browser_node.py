@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -299,17 +300,18 @@ def redirect_away() -> Iterator[str]:
         server.server_close()
 
 
-@pytest.fixture
-def egress_proxy() -> Iterator[tuple[str, list[str]]]:
-    """A loopback HTTP proxy that answers every request itself and records the URLs asked for."""
+@contextlib.contextmanager
+def answering_proxy(page_for: Callable[[str], bytes]) -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP proxy that answers every request itself (`page_for(url)`, HTML when it
+    is not empty) and records the URLs asked for, in the absolute form proxies get."""
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            seen.append(self.path)  # absolute form: http://host/path, as proxies get it
-            body = b"<html><body>via the egress proxy</body></html>"
+            seen.append(self.path)
+            body = page_for(self.path)
             self.send_response(200)
-            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Type", "text/html" if body else "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -325,6 +327,13 @@ def egress_proxy() -> Iterator[tuple[str, list[str]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def egress_proxy() -> Iterator[tuple[str, list[str]]]:
+    """A proxy answering every request with the same page."""
+    with answering_proxy(lambda _: b"<html><body>via the egress proxy</body></html>") as proxy:
+        yield proxy
 
 
 async def test_node_proxy_carries_sessions_without_account(
@@ -344,34 +353,13 @@ async def test_node_proxy_carries_sessions_without_account(
 @pytest.fixture
 def mixed_site_proxy() -> Iterator[tuple[str, list[str]]]:
     """A proxy serving shop.example.com, whose page also loads from hosts of other parties."""
-    seen: list[str] = []
     page = (
         b"<html><body><script src='http://shop.example.com/app.js'></script>"
         b"<img src='http://tracker.example.net/pixel.gif'>"
         b"<script src='http://cdn.example.org/lib.js'></script>ok</body></html>"
     )
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.path)
-            body, kind = (page, "text/html") if self.path.endswith("/page") else (b"", "text/plain")
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with answering_proxy(lambda url: page if url.endswith("/page") else b"") as proxy:
+        yield proxy
 
 
 async def test_session_refuses_subresources_off_allowlist(
