@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from bench._fleet import Fleet, spec
-from services.common.contracts import from_timestamp
+from services.common.contracts import from_timestamp, spec_data_from_pb
 from services.common.spec import parse_spec
-from services.scheduler._convert import spec_data_from_pb
 from services.scheduler._planner import RunPlan
 from smartfleet.v1 import runs_pb2
 

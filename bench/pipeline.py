@@ -32,8 +32,8 @@ from google.protobuf import duration_pb2
 
 from bench._fleet import Fleet
 from cli._stack import Stack
+from services.common.contracts import spec_data_from_pb
 from services.common.spec import parse_spec
-from services.scheduler._convert import spec_data_from_pb
 from services.scheduler._planner import RunPlan
 from smartfleet.v1 import runs_pb2
 

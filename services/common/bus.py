@@ -8,8 +8,8 @@ import itertools
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -17,12 +17,17 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 
+from services.common.contracts import envelope_to_bytes
+from services.common.types import JobEnvelope
+
 logger = logging.getLogger(__name__)
 
 STREAM = "SMARTFLEET_JOBS"
 SUBJECT_PREFIX = "smartfleet.jobs"
 # Re-publishes of the same (job id, attempt) inside this window are dropped by the stream.
 DUPLICATE_WINDOW = timedelta(minutes=2)
+# How long a batch of publishes waits for the stream's acks before the rest count as failed.
+PUBLISH_TIMEOUT = timedelta(seconds=5)
 
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -82,12 +87,46 @@ async def close(nc: NatsClient, *, timeout: float = 5.0) -> None:
             await asyncio.wait_for(nc.close(), timeout)
 
 
-@dataclass(frozen=True, slots=True)
 class JobBus:
-    """Creates (or updates) the stream and pool consumers; the scheduler owns this topology."""
+    """The scheduler's end of the bus: the stream and pool consumers (it owns this topology),
+    and publishing job envelopes.
 
-    js: JetStreamContext
-    ack_wait: timedelta
+    Built either on a JetStream context (`JobBus(js, ack_wait=…)`) or on server URLs, in
+    which case `connect()` opens (and `close()` ends) a connection of its own.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext | None = None,
+        *,
+        ack_wait: timedelta,
+        servers: Sequence[str] = (),
+        name: str = "smartfleet",
+    ) -> None:
+        if js is None and not servers:
+            raise ValueError("a JobBus needs a JetStream context or server URLs")
+        self._js = js
+        self.ack_wait = ack_wait
+        self._servers = list(servers)
+        self._name = name
+        self._nc: NatsClient | None = None
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("the job bus is not connected")
+        return self._js
+
+    async def connect(self) -> None:
+        if self._js is None:
+            self._nc = await connect(self._servers, name=self._name)
+            self._js = self._nc.jetstream()
+
+    async def close(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            self._js = None
+            await close(nc)
 
     async def ensure_stream(self) -> None:
         config = StreamConfig(
@@ -124,3 +163,41 @@ class JobBus:
         except NotFoundError:
             return False
         return True
+
+    async def publish(self, envelopes: Sequence[JobEnvelope]) -> list[JobEnvelope]:
+        """Publish all, then wait for their acks together: the stream's acks pipeline instead
+        of one request-reply per envelope. Returns the envelopes that failed or timed out, to
+        publish again later (the message id makes a repeat harmless)."""
+        sent: list[tuple[JobEnvelope, asyncio.Future[Any]]] = []
+        failed: list[tuple[JobEnvelope, BaseException | None]] = []
+        for envelope in envelopes:
+            try:
+                ack = await self.js.publish_async(
+                    pool_subject(pool_name(envelope.cell.engine, envelope.cell.labels)),
+                    envelope_to_bytes(envelope),
+                    headers={"Nats-Msg-Id": message_id(envelope.job_id, envelope.attempt)},
+                )
+            except Exception as refused:
+                failed.append((envelope, refused))
+            else:
+                sent.append((envelope, ack))
+        if sent:
+            _, late = await asyncio.wait(
+                [ack for _, ack in sent], timeout=PUBLISH_TIMEOUT.total_seconds()
+            )
+            for ack in late:
+                ack.cancel()
+            for envelope, ack in sent:
+                if ack.cancelled():
+                    failed.append((envelope, TimeoutError("no ack from the stream")))
+                elif (nacked := ack.exception()) is not None:
+                    failed.append((envelope, nacked))
+        if failed:
+            first, reason = failed[0]
+            logger.warning(
+                "publish of %d envelope(s) failed, e.g. %s: %s; will retry",
+                len(failed),
+                first.job_id,
+                reason or type(reason).__name__,
+            )
+        return [envelope for envelope, _ in failed]

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -39,6 +41,30 @@ def rewrap(handler: grpc.RpcMethodHandler, behaviour: Any) -> grpc.RpcMethodHand
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+def compose_service(service: ServiceDescriptor, *implementations: object) -> grpc.GenericRpcHandler:
+    """One gRPC service served by several servicer classes, each implementing some of its
+    methods (by name, as generated servicers do); every method must have exactly one."""
+    handlers = {}
+    for method in service.methods:
+        owners = [impl for impl in implementations if callable(getattr(impl, method.name, None))]
+        if len(owners) != 1:
+            names = ", ".join(type(owner).__name__ for owner in owners) or "none"
+            raise TypeError(f"{service.full_name}.{method.name} implemented by {names}")
+        behaviour = getattr(owners[0], method.name)
+        request = message_factory.GetMessageClass(method.input_type)
+        response = message_factory.GetMessageClass(method.output_type)
+        kind = (
+            f"{'stream' if method.client_streaming else 'unary'}_"
+            f"{'stream' if method.server_streaming else 'unary'}"
+        )
+        handlers[method.name] = _METHOD_WRAPPERS[kind](
+            behaviour,
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
 async def _abort_for(error: Exception, context: grpc.aio.ServicerContext, method: str) -> None:

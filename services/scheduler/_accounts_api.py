@@ -1,21 +1,17 @@
-"""Account RPCs: the Scheduler API's CRUD (for gateways) and the node link's state exchange.
-
-Mixins of the servicers in server.py; `self._s` is the SchedulerService.
-"""
+"""Account RPCs: the Scheduler API's CRUD (for gateways) and the node link's state exchange."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import grpc
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.scheduler._accounts import AccountStore
 from services.scheduler._convert_accounts import account_to_pb, changes_from_pb, cooldown_from_pb
+from services.scheduler._registry import NodeRegistry
 from smartfleet.v1 import accounts_pb2, node_pb2
-
-if TYPE_CHECKING:
-    from services.scheduler.server import SchedulerService
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +25,16 @@ def _required(value: str, field: str) -> str:
 
 
 class AccountsApi:
-    _s: SchedulerService
+    def __init__(self, *, accounts: AccountStore, wake: Callable[[], None]) -> None:
+        self._accounts = accounts
+        # An account that became available may unblock runs waiting for one.
+        self._wake = wake
 
     async def CreateAccount(
         self, request: accounts_pb2.CreateAccountRequest, context: grpc.aio.ServicerContext
     ) -> accounts_pb2.Account:
         given = request.account
-        account = await self._s.accounts.create(
+        account = await self._accounts.create(
             _required(given.name, "account.name"),
             labels=dict(given.labels),
             proxy=given.proxy,
@@ -51,21 +50,21 @@ class AccountsApi:
     ) -> accounts_pb2.Account:
         name = _required(request.account.name, "account.name")
         changes = changes_from_pb(request)
-        account = await self._s.accounts.update(name, changes)
+        account = await self._accounts.update(name, changes)
         if changes.status == "active" or changes.sessions_per_hour is not None:
             # An account may have become available to runs waiting for one.
-            self._s.dispatcher.wake()
+            self._wake()
         return account_to_pb(account)
 
     async def GetAccount(
         self, request: accounts_pb2.AccountRef, context: grpc.aio.ServicerContext
     ) -> accounts_pb2.Account:
-        return account_to_pb(await self._s.accounts.get(_required(request.name, "name")))
+        return account_to_pb(await self._accounts.get(_required(request.name, "name")))
 
     async def ListAccounts(
         self, request: accounts_pb2.ListAccountsRequest, context: grpc.aio.ServicerContext
     ) -> accounts_pb2.ListAccountsResponse:
-        accounts = await self._s.accounts.list_accounts()
+        accounts = await self._accounts.list_accounts()
         return accounts_pb2.ListAccountsResponse(
             accounts=[account_to_pb(account) for account in accounts]
         )
@@ -73,16 +72,18 @@ class AccountsApi:
     async def DeleteAccount(
         self, request: accounts_pb2.AccountRef, context: grpc.aio.ServicerContext
     ) -> accounts_pb2.DeleteAccountResponse:
-        await self._s.accounts.delete(_required(request.name, "name"))
+        await self._accounts.delete(_required(request.name, "name"))
         return accounts_pb2.DeleteAccountResponse()
 
 
 class AccountLinkApi:
-    _s: SchedulerService
+    def __init__(self, *, accounts: AccountStore, registry: NodeRegistry) -> None:
+        self._accounts = accounts
+        self._registry = registry
 
     def _registered(self, node_id: str) -> str:
         _required(node_id, "node_id")
-        if all(node.info.node_id != node_id for node in self._s.registry.nodes()):
+        if all(node.info.node_id != node_id for node in self._registry.nodes()):
             raise FailedPrecondition(f"node {node_id!r} is not registered; register first")
         return node_id
 
@@ -91,7 +92,7 @@ class AccountLinkApi:
     ) -> node_pb2.AccountState:
         node_id = self._registered(request.node_id)
         name = _required(request.account, "account")
-        state, proxy = await self._s.accounts.storage_state(name)
+        state, proxy = await self._accounts.storage_state(name)
         # Who read which account's secret, never what it holds.
         logger.info("node %s read the storage state of account %s", node_id, name)
         return node_pb2.AccountState(
@@ -105,6 +106,6 @@ class AccountLinkApi:
         name = _required(request.account, "account")
         if not request.storage_state:
             raise InvalidArgument("storage_state", "is required (the state a session ended with)")
-        await self._s.accounts.put_storage_state(name, request.storage_state)
+        await self._accounts.put_storage_state(name, request.storage_state)
         logger.info("node %s wrote back the storage state of account %s", node_id, name)
         return node_pb2.PutAccountStateResponse()

@@ -24,6 +24,7 @@ from pathlib import Path
 import grpc
 
 from services.common.errors import InvalidArgument, NotFound, SmartfleetError
+from services.common.recurring import RecurringTask
 
 logger = logging.getLogger(__name__)
 
@@ -74,20 +75,18 @@ class ArtifactStore:
         self.retention = retention
         self.max_bytes = max_bytes
         self.max_upload_bytes = max_upload_bytes
-        self._sweep_interval = sweep_interval
         # What the store holds, as of the last sweep plus uploads since (an estimate between).
         self.total_bytes = 0
-        self._sweeper: asyncio.Task[None] | None = None
-        self._sweep_now = asyncio.Event()
+        self._sweeper = RecurringTask(
+            "artifact-retention", self.sweep, interval=sweep_interval, timeout=timedelta(minutes=5)
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
         await self.sweep()
-        self._sweeper = asyncio.get_running_loop().create_task(
-            self._sweep_loop(), name="artifact-retention"
-        )
+        self._sweeper.start()
         logger.info(
             "artifact store %s: %.1f MB held, keeping %s and at most %.0f MB",
             self.root,
@@ -97,11 +96,7 @@ class ArtifactStore:
         )
 
     async def stop(self) -> None:
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        await self._sweeper.stop()
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -142,7 +137,7 @@ class ArtifactStore:
             raise
         self.total_bytes += size
         if self.total_bytes > self.max_bytes:
-            self._sweep_now.set()
+            self._sweeper.trigger()
         return StoredArtifact(
             key=artifact_key(run_id, job_id, attempt, name),
             run_id=run_id,
@@ -254,16 +249,6 @@ class ArtifactStore:
                 self.total_bytes / 1e6,
             )
         return removed
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sweep_now.wait(), self._sweep_interval.total_seconds())
-            self._sweep_now.clear()
-            try:
-                await self.sweep()
-            except Exception:
-                logger.exception("artifact retention sweep failed")
 
 
 def _subdirs(path: Path) -> list[Path]:

@@ -1,23 +1,17 @@
-"""Artifact RPCs: listing and fetching for gateways, uploading for nodes.
-
-Mixins of the servicers in server.py; `self._s` is the SchedulerService.
-"""
+"""Artifact RPCs: listing and fetching for gateways, uploading for nodes."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import InvalidArgument
-from services.scheduler._artifacts import StoredArtifact
+from services.scheduler._artifacts import ArtifactStore, StoredArtifact
+from services.scheduler._runs import RunStore
 from smartfleet.v1 import artifacts_pb2
-
-if TYPE_CHECKING:
-    from services.scheduler.server import SchedulerService
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +33,9 @@ def artifact_to_pb(artifact: StoredArtifact) -> artifacts_pb2.Artifact:
 
 
 class ArtifactsApi:
-    _s: SchedulerService
+    def __init__(self, *, artifacts: ArtifactStore, runs: RunStore) -> None:
+        self._artifacts = artifacts
+        self._runs = runs
 
     async def ListArtifacts(
         self, request: artifacts_pb2.ListArtifactsRequest, context: grpc.aio.ServicerContext
@@ -48,8 +44,8 @@ class ArtifactsApi:
             raise InvalidArgument("run_id", "is required")
         if request.limit > MAX_LIST:
             raise InvalidArgument("limit", f"must be at most {MAX_LIST}")
-        await self._s.runs.get(request.run_id)  # NOT_FOUND for a run that does not exist
-        page, next_after, total = await self._s.artifacts.listing(
+        await self._runs.get(request.run_id)  # NOT_FOUND for a run that does not exist
+        page, next_after, total = await self._artifacts.listing(
             request.run_id,
             job_id=request.job_id,
             after_key=request.after_key,
@@ -64,7 +60,7 @@ class ArtifactsApi:
     async def GetArtifact(
         self, request: artifacts_pb2.GetArtifactRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[artifacts_pb2.ArtifactChunk]:
-        artifact, chunks = await self._s.artifacts.read(request.key)
+        artifact, chunks = await self._artifacts.read(request.key)
         first = True
         async for data in chunks:
             if first:
@@ -77,7 +73,9 @@ class ArtifactsApi:
 
 
 class ArtifactLinkApi:
-    _s: SchedulerService
+    def __init__(self, *, artifacts: ArtifactStore, runs: RunStore) -> None:
+        self._artifacts = artifacts
+        self._runs = runs
 
     async def PutArtifact(
         self,
@@ -90,7 +88,7 @@ class ArtifactLinkApi:
         header = first.header
         if not header.run_id:
             raise InvalidArgument("header.run_id", "is required")
-        await self._s.runs.get(header.run_id)  # only artifacts of runs that exist
+        await self._runs.get(header.run_id)  # only artifacts of runs that exist
 
         async def chunks() -> AsyncIterator[bytes]:
             async for message in request_iterator:
@@ -98,7 +96,7 @@ class ArtifactLinkApi:
                     raise InvalidArgument("data", "only the first message may be a header")
                 yield message.data
 
-        stored = await self._s.artifacts.put(
+        stored = await self._artifacts.put(
             run_id=header.run_id,
             job_id=header.job_id,
             attempt=header.attempt,

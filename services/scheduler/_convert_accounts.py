@@ -6,11 +6,10 @@ from datetime import timedelta
 
 from google.protobuf.duration_pb2 import Duration
 
-from services.common.contracts import timestamp
+from services.common.contracts import spec_to_pb, timestamp
 from services.common.errors import InvalidArgument
 from services.scheduler._account_rules import DEFAULT_COOLDOWN
 from services.scheduler._accounts import Account, AccountChanges
-from services.scheduler._convert import spec_to_pb
 from services.scheduler._schedules import Schedule
 from smartfleet.v1 import accounts_pb2
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
+from services.scheduler._events import JobsDispatched, JobsReleased
+
 
 class CreditLedger:
     """Outstanding jobs (published, not yet reported final) per pool and per (run, pool).
@@ -16,6 +18,16 @@ class CreditLedger:
     def __init__(self) -> None:
         self._by_run: Counter[tuple[str, str]] = Counter()
         self._by_pool: Counter[str] = Counter()
+
+    def follow(self, event: JobsDispatched | JobsReleased) -> None:
+        """Jobs claimed take credit, jobs reported, recovered or withdrawn give it back: the
+        ledger follows the job store's events, published as the changes commit."""
+        if isinstance(event, JobsDispatched):
+            for pool, count in event.by_pool.items():
+                self.took(pool, count, run_id=event.run_id)
+        else:
+            for (run_id, pool), count in event.by_run_pool.items():
+                self.returned(pool, count, run_id=run_id)
 
     def reset(self, outstanding: Iterable[tuple[str, str, int]]) -> None:
         """From (run_id, pool, count) rows, e.g. the jobs still dispatched after a restart."""

@@ -7,6 +7,7 @@ transactions start with BEGIN IMMEDIATE, so concurrent writers queue instead of 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from services.scheduler._events import EventStream, pending
 from services.scheduler._models import Base
 
 logger = logging.getLogger(__name__)
@@ -48,10 +50,18 @@ def _tune_sqlite(engine: AsyncEngine, *, begin: str) -> None:
 
 
 class Database:
-    """Sessions for reading and for writing; `write()` is one transaction, committed on exit."""
+    """Sessions for reading and for writing; `write()` is one transaction, committed on exit.
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    Events emitted into a write transaction (`_events.emit`) are published on `events` right
+    after it commits, in commit order.
+    """
+
+    def __init__(self, url: str, *, events: EventStream | None = None, echo: bool = False) -> None:
         parsed = make_url(url)
+        self.events = events or EventStream()
+        # Commit and publish of a transaction with events happen under this lock, so two
+        # transactions' events are never published in the other order than they committed.
+        self._commit_order = asyncio.Lock()
         self.dialect = parsed.get_backend_name()
         self.url = url
         if self.dialect == "sqlite":
@@ -75,8 +85,21 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        async with self._write_sessions() as session, session.begin():
-            yield session
+        async with self._write_sessions() as session:
+            transaction = await session.begin()
+            try:
+                yield session
+            except BaseException:
+                await transaction.rollback()
+                pending(session)
+                raise
+            events = pending(session)
+            if not events:
+                await transaction.commit()
+                return
+            async with self._commit_order:
+                await transaction.commit()
+                self.events.publish(events)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

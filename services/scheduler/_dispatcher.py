@@ -3,7 +3,8 @@
 Each tick, per pool: credit = live capacity - outstanding; the credit is split between running
 runs by priority (fair share), then each run fills its allowance with due retries first and new
 jobs of its plan after, in index order, subject to its own limits (max concurrency, per-engine
-caps, per-host token buckets, host backoff) and account availability.
+caps, per-host token buckets, host backoff) and account availability. This is policy only: the
+job store (jobs/) claims and records, the bus publishes.
 """
 
 from __future__ import annotations
@@ -11,92 +12,66 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from nats.js import JetStreamContext
-from sqlalchemy import Table, func, insert, select, update
-
 from services.common import bus
-from services.common.contracts import envelope_to_bytes
 from services.common.spec import AccountSelector, RunSpec
-from services.common.types import Cell, Geolocation, JobEnvelope
+from services.common.types import Cell, JobEnvelope
 from services.scheduler._credit import CreditLedger
-from services.scheduler._db import Database
-from services.scheduler._fairshare import Claim, fair_allowance, weight_of
+from services.scheduler._events import (
+    FleetChanged,
+    JobsReleased,
+    NodeRegistered,
+    RunCancelled,
+    RunCreated,
+    RunExpedited,
+    RunResumed,
+    RunStarted,
+)
+from services.scheduler._fairshare import Claim as FairClaim
+from services.scheduler._fairshare import fair_allowance, weight_of
 from services.scheduler._hosts import HostLimiter
-from services.scheduler._models import JobRow, RunRow
 from services.scheduler._planner import RunPlan
-from services.scheduler._progress import RunProgressHub
 from services.scheduler._registry import NodeRegistry
-from services.scheduler._runs import Run, RunStatus, RunStore
+from services.scheduler._runs import Run, RunStore
+from services.scheduler.jobs import Claim, JobStore, job_id
 
 logger = logging.getLogger(__name__)
 
 MAX_CLAIM = 500
 # Plans of this many runs are kept between ticks (the oldest kept goes first).
 _PLANS_KEPT = 256
-PUBLISH_TIMEOUT = 5.0
 IDLE_WAKE = timedelta(milliseconds=500)
 
-
-_INSERT_JOBS = insert(cast(Table, JobRow.__table__))
+# Events after which there may be something to send: the dispatcher looks at once.
+WAKING_EVENTS = (
+    RunCreated,
+    RunStarted,
+    RunResumed,
+    RunExpedited,
+    RunCancelled,
+    JobsReleased,
+    NodeRegistered,
+    FleetChanged,
+)
 
 
 class AccountAssigner(Protocol):
     async def assign(self, selector: AccountSelector, *, now: datetime) -> str | None: ...
 
 
-@lru_cache(maxsize=4096)
-def _cell_json(cell: Cell) -> dict[str, object]:
-    return cell_to_json(cell)
-
-
-def cell_to_json(cell: Cell) -> dict[str, object]:
-    geo = cell.geolocation
-    return {
-        "device": cell.device,
-        "locale": cell.locale,
-        "timezone": cell.timezone,
-        "geolocation": None
-        if geo is None
-        else {"latitude": geo.latitude, "longitude": geo.longitude, "accuracy": geo.accuracy},
-        "engine": cell.engine,
-        "labels": [list(pair) for pair in cell.labels],
-    }
-
-
-def cell_from_json(data: dict[str, Any]) -> Cell:
-    geo = data.get("geolocation")
-    return Cell(
-        device=str(data.get("device", "")),
-        locale=str(data.get("locale", "")),
-        timezone=str(data.get("timezone", "")),
-        geolocation=Geolocation(**geo) if isinstance(geo, dict) else None,
-        engine=str(data.get("engine", "chromium")),
-        labels=tuple((str(k), str(v)) for k, v in data.get("labels") or []),
-    )
+class EnvelopePublisher(Protocol):
+    async def publish(self, envelopes: Sequence[JobEnvelope]) -> list[JobEnvelope]:
+        """Publish all; returns those that failed (to be retried)."""
+        ...
 
 
 def pool_of(cell: Cell) -> str:
     return bus.pool_name(cell.engine, cell.labels)
-
-
-@dataclass(slots=True)
-class _Candidate:
-    """A job the run would send next: a due retry (existing row) or a new index of the plan."""
-
-    index: int
-    target_url: str
-    cell: Cell
-    pool: str
-    retry: JobRow | None = None
-    account: str | None = None
 
 
 @dataclass(slots=True)
@@ -112,30 +87,27 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        db: Database,
         runs: RunStore,
+        jobs: JobStore,
         registry: NodeRegistry,
         ledger: CreditLedger,
-        js: JetStreamContext,
-        hub: RunProgressHub,
+        publisher: EnvelopePublisher,
         hosts: HostLimiter,
-        allowed_hosts: list[str],
+        accounts: AccountAssigner,
+        allowed_hosts: Sequence[str],
         interval: timedelta,
         recovery_grace: timedelta,
-        accounts: AccountAssigner | None = None,
-        ensure_pool: Callable[[str], object] | None = None,
     ) -> None:
-        self._db = db
         self._runs = runs
+        self._jobs = jobs
         self._registry = registry
         self._ledger = ledger
-        self._js = js
-        self._hub = hub
+        self._publisher = publisher
         self._hosts = hosts
+        self._accounts = accounts
         self._allowed_hosts = tuple(allowed_hosts)
         self._interval = interval.total_seconds()
         self._recovery_grace = recovery_grace
-        self.accounts = accounts
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._next_wake: datetime | None = None
@@ -144,11 +116,11 @@ class Dispatcher:
         self._retries_checked = float("-inf")
         self._plans: dict[str, tuple[tuple[datetime, datetime | None], RunPlan]] = {}
 
-    def wake(self) -> None:
+    def wake(self, _event: Any = None) -> None:
         self._wake.set()
 
     async def start(self) -> None:
-        await self._load_outstanding()
+        self._ledger.reset(await self._jobs.outstanding())
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
 
     async def stop(self) -> None:
@@ -157,15 +129,6 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-    async def _load_outstanding(self) -> None:
-        async with self._db.read() as session:
-            rows = await session.execute(
-                select(JobRow.run_id, JobRow.pool, func.count())
-                .where(JobRow.status == "dispatched")
-                .group_by(JobRow.run_id, JobRow.pool)
-            )
-            self._ledger.reset([(run_id, pool, count) for run_id, pool, count in rows])
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -199,7 +162,7 @@ class Dispatcher:
         """Publish what credit, fairness and limits allow now; returns how many went out."""
         if self._unpublished:
             retry, self._unpublished = self._unpublished, []
-            await self._publish(retry)
+            self._unpublished = await self._publisher.publish(retry)
         now = datetime.now(UTC)
         self._next_wake = None
         # Capacity as of now, before reading runs: a node arriving mid-tick wakes the next tick.
@@ -218,18 +181,23 @@ class Dispatcher:
             budget = {pool: allowance.get(pool, {}).get(tick.run.id, 0) for pool in tick.pools}
             if not any(budget.values()):
                 continue
-            candidates = await self._candidates(tick, budget, now)
-            if not candidates:
+            claims = await self._candidates(tick, budget, now)
+            if not claims:
                 continue
-            envelopes = await self._claim(tick, candidates, now)
-            if not envelopes:
+            deadline = now + tick.run.spec.limits.session_timeout + self._recovery_grace
+            # The ledger takes the claimed jobs when the claim commits (JobsDispatched).
+            if not await self._jobs.claim(tick.run, claims, now=now, deadline=deadline):
                 continue
-            for pool, count in Counter(pool_of(e.cell) for e in envelopes).items():
-                self._ledger.took(pool, count, run_id=tick.run.id)
-            await self._publish(envelopes)
-            self._hub.changed([tick.run.id])
+            envelopes = [self._envelope(tick.run, claim, deadline=deadline) for claim in claims]
+            self._unpublished.extend(await self._publisher.publish(envelopes))
             sent += len(envelopes)
         return sent
+
+    async def extend_deadlines(self, job_ids: Sequence[str]) -> int:
+        """A node says these jobs still run: push their deadlines out by the recovery grace."""
+        return await self._jobs.extend_deadlines(
+            job_ids, until=datetime.now(UTC) + self._recovery_grace
+        )
 
     async def _prepare(self, now: datetime) -> list[_RunTick]:
         running = await self._runs.running()
@@ -241,21 +209,7 @@ class Dispatcher:
         checked = asyncio.get_running_loop().time()
         if any(run.retrying for run in running) or checked >= self._retries_checked + 1.0:
             self._retries_checked = checked
-            async with self._db.read() as session:
-                retries = dict(
-                    (
-                        await session.execute(
-                            select(JobRow.run_id, func.count())
-                            .where(JobRow.status == "retry_wait", JobRow.retry_at <= now)
-                            .group_by(JobRow.run_id)
-                        )
-                    ).all()
-                )
-                next_retry = await session.scalar(
-                    select(func.min(JobRow.retry_at)).where(
-                        JobRow.status == "retry_wait", JobRow.retry_at > now
-                    )
-                )
+            retries, next_retry = await self._jobs.retries(now)
             if next_retry is not None:
                 self._note_wake(next_retry)
         ticks = []
@@ -310,7 +264,7 @@ class Dispatcher:
                 limit = tick.run.spec.limits.max_concurrency
                 if limit:
                     demand = min(demand, max(0, limit - tick.run.in_flight))
-                claims[tick.run.id] = Claim(
+                claims[tick.run.id] = FairClaim(
                     weight=weight_of(tick.run.spec.priority),
                     in_flight=self._ledger.run_outstanding(tick.run.id, pool),
                     demand=min(demand, MAX_CLAIM),
@@ -324,7 +278,7 @@ class Dispatcher:
 
     async def _candidates(
         self, tick: _RunTick, budget: dict[str, int], now: datetime
-    ) -> list[_Candidate]:
+    ) -> list[Claim]:
         run, spec = tick.run, tick.run.spec
         left = dict(budget)
         total_left = sum(left.values())
@@ -339,9 +293,9 @@ class Dispatcher:
             )
             for engine, cap in spec.limits.engine_concurrency.items()
         }
-        chosen: list[_Candidate] = []
+        chosen: list[Claim] = []
 
-        async def admit(candidate: _Candidate) -> bool:
+        async def admit(candidate: Claim) -> bool:
             """True when the candidate is taken; False stops the run here for this tick."""
             nonlocal total_left
             if total_left <= 0 or left.get(candidate.pool, 0) <= 0:
@@ -361,9 +315,7 @@ class Dispatcher:
                 self._note_wake(now + max(wait, timedelta(milliseconds=20)))
                 return False
             if spec.accounts is not None:
-                if self.accounts is None:
-                    return False
-                candidate.account = await self.accounts.assign(spec.accounts, now=now)
+                candidate.account = await self._accounts.assign(spec.accounts, now=now)
                 if candidate.account is None:
                     self._note_wake(now + timedelta(seconds=1))
                     return False
@@ -375,24 +327,15 @@ class Dispatcher:
             return True
 
         if tick.retries_due:
-            async with self._db.read() as session:
-                rows = list(
-                    await session.scalars(
-                        select(JobRow)
-                        .where(
-                            JobRow.run_id == run.id,
-                            JobRow.status == "retry_wait",
-                            JobRow.retry_at <= now,
-                        )
-                        .order_by(JobRow.retry_at)
-                        .limit(min(MAX_CLAIM, total_left))
-                    )
+            for due in await self._jobs.due_retries(run.id, now, limit=min(MAX_CLAIM, total_left)):
+                claim = Claim(
+                    index=due.index,
+                    target_url=due.target_url,
+                    cell=due.cell,
+                    pool=due.pool,
+                    retry=due,
                 )
-            for row in rows:
-                cell = cell_from_json(row.cell)
-                if not await admit(
-                    _Candidate(row.index, row.target_url, cell, row.pool, retry=row)
-                ):
+                if not await admit(claim):
                     break
         cells = tick.plan.cells()
         single = cells[0] if len(cells) == 1 else None
@@ -402,7 +345,9 @@ class Dispatcher:
             # and, for a one-cell run, without looking the cell up.
             cell = single or tick.plan.matrix.cell_of(index)
             target = targets[index % len(targets)]
-            if not await admit(_Candidate(index, target, cell, pool_of(cell))):
+            if not await admit(
+                Claim(index=index, target_url=target, cell=cell, pool=pool_of(cell))
+            ):
                 break
         return chosen
 
@@ -410,13 +355,11 @@ class Dispatcher:
         if self._next_wake is None or when < self._next_wake:
             self._next_wake = when
 
-    def _envelope(
-        self, run: Run, candidate: _Candidate, *, attempt: int, deadline: datetime
-    ) -> JobEnvelope:
+    def _envelope(self, run: Run, candidate: Claim, *, deadline: datetime) -> JobEnvelope:
         spec: RunSpec = run.spec
         return JobEnvelope(
-            job_id=f"{run.id}-{candidate.index}",
-            attempt=attempt,
+            job_id=job_id(run.id, candidate.index),
+            attempt=candidate.attempt,
             run_id=run.id,
             index=candidate.index,
             target_url=candidate.target_url,
@@ -431,187 +374,3 @@ class Dispatcher:
             artifacts=spec.artifacts,
             seed=spec.seed,
         )
-
-    async def _claim(
-        self, tick: _RunTick, candidates: list[_Candidate], now: datetime
-    ) -> list[JobEnvelope]:
-        """Advance the run's cursor, create new job rows and re-arm retries, in one transaction."""
-        run = tick.run
-        deadline = now + run.spec.limits.session_timeout + self._recovery_grace
-        new = [c for c in candidates if c.retry is None]
-        retries = [c for c in candidates if c.retry is not None]
-        async with self._db.write() as session:
-            claimed = await session.scalar(
-                update(RunRow)
-                .where(
-                    RunRow.id == run.id,
-                    RunRow.status == RunStatus.RUNNING,
-                    RunRow.next_index == run.next_index,
-                )
-                .values(
-                    next_index=RunRow.next_index + len(new),
-                    dispatched=RunRow.dispatched + len(candidates),
-                    in_flight=RunRow.in_flight + len(candidates),
-                    retrying=RunRow.retrying - len(retries),
-                )
-                .returning(RunRow.id)
-            )
-            if claimed is None:
-                return []
-            envelopes = []
-            for candidate in retries:
-                assert candidate.retry is not None
-                attempt = candidate.retry.attempt + 1
-                rearmed = await session.execute(
-                    update(JobRow)
-                    .where(JobRow.id == candidate.retry.id, JobRow.status == "retry_wait")
-                    .values(
-                        status="dispatched",
-                        attempt=attempt,
-                        dispatched_at=now,
-                        deadline=deadline,
-                        retry_at=None,
-                        account=candidate.account,
-                    )
-                )
-                if getattr(rearmed, "rowcount", 1) != 1:
-                    raise RuntimeError(f"job {candidate.retry.id} left retry_wait during a claim")
-                envelopes.append(self._envelope(run, candidate, attempt=attempt, deadline=deadline))
-            rows = []
-            for candidate in new:
-                envelope = self._envelope(run, candidate, attempt=1, deadline=deadline)
-                envelopes.append(envelope)
-                rows.append(
-                    {
-                        "id": envelope.job_id,
-                        "run_id": run.id,
-                        "index": candidate.index,
-                        "attempt": 1,
-                        "status": "dispatched",
-                        "pool": candidate.pool,
-                        "target_url": candidate.target_url,
-                        "cell": _cell_json(candidate.cell),
-                        "account": candidate.account,
-                        "outcome": None,
-                        "error": None,
-                        "dispatched_at": now,
-                        "deadline": deadline,
-                        "retry_at": None,
-                        "finished_at": None,
-                    }
-                )
-            if rows:
-                # One executemany of a cached statement, not an ORM object per job.
-                await session.execute(_INSERT_JOBS, rows)
-        return envelopes
-
-    async def _publish(self, envelopes: list[JobEnvelope]) -> None:
-        """Publish all, then wait for their acks together: the stream's acks pipeline instead
-        of one request-reply per envelope. What fails or times out is retried next tick (the
-        message id makes a repeat harmless)."""
-        sent: list[tuple[JobEnvelope, asyncio.Future[Any]]] = []
-        failed: list[tuple[JobEnvelope, BaseException]] = []
-        for envelope in envelopes:
-            try:
-                sent.append(
-                    (
-                        envelope,
-                        await self._js.publish_async(
-                            bus.pool_subject(pool_of(envelope.cell)),
-                            envelope_to_bytes(envelope),
-                            headers={
-                                "Nats-Msg-Id": bus.message_id(envelope.job_id, envelope.attempt)
-                            },
-                        ),
-                    )
-                )
-            except Exception as refused:
-                failed.append((envelope, refused))
-        if sent:
-            _, late = await asyncio.wait([ack for _, ack in sent], timeout=PUBLISH_TIMEOUT)
-            for ack in late:
-                ack.cancel()
-            for envelope, ack in sent:
-                if ack.cancelled():
-                    failed.append((envelope, TimeoutError("no ack from the stream")))
-                elif (nacked := ack.exception()) is not None:
-                    failed.append((envelope, nacked))
-        if failed:
-            first, reason = failed[0]
-            logger.warning(
-                "publish of %d envelope(s) failed, e.g. %s: %s; will retry",
-                len(failed),
-                first.job_id,
-                reason or type(reason).__name__,
-            )
-            self._unpublished.extend(envelope for envelope, _ in failed)
-
-    # -- deadlines ---------------------------------------------------------------------------
-
-    async def extend_deadlines(self, job_ids: list[str], now: datetime | None = None) -> int:
-        """A node says these jobs still run: push their deadlines out by the recovery grace."""
-        now = now or datetime.now(UTC)
-        async with self._db.write() as session:
-            result = await session.execute(
-                update(JobRow)
-                .where(
-                    JobRow.id.in_(job_ids),
-                    JobRow.status == "dispatched",
-                    JobRow.deadline < now + self._recovery_grace,
-                )
-                .values(deadline=now + self._recovery_grace)
-            )
-        return int(getattr(result, "rowcount", 0) or 0)
-
-    async def recover_overdue(self, now: datetime | None = None) -> int:
-        """Jobs dispatched but not reported by their deadline count as a lost attempt.
-
-        They go back to retry_wait, due at once (or end `dead` after their last attempt), and
-        the normal dispatch path sends them again with the next attempt number.
-        """
-        now = now or datetime.now(UTC)
-        async with self._db.write() as session:
-            overdue = list(
-                await session.scalars(
-                    select(JobRow)
-                    .where(JobRow.status == "dispatched", JobRow.deadline < now)
-                    .limit(MAX_CLAIM)
-                    .with_for_update()
-                )
-            )
-            if not overdue:
-                return 0
-            retrying: Counter[str] = Counter()
-            dead: Counter[str] = Counter()
-            for row in overdue:
-                spec = await self._runs.spec(row.run_id)
-                row.outcome = "lost"
-                row.error = "no result reported by the job's deadline"
-                if row.attempt < spec.retry.max_attempts:
-                    row.status = "retry_wait"
-                    row.retry_at = now
-                    retrying[row.run_id] += 1
-                else:
-                    row.status = "dead"
-                    row.finished_at = now
-                    dead[row.run_id] += 1
-            for run_id in retrying.keys() | dead.keys():
-                await session.execute(
-                    update(RunRow)
-                    .where(RunRow.id == run_id)
-                    .values(
-                        in_flight=RunRow.in_flight - retrying[run_id] - dead[run_id],
-                        retrying=RunRow.retrying + retrying[run_id],
-                        failed=RunRow.failed + dead[run_id],
-                        dead=RunRow.dead + dead[run_id],
-                    )
-                )
-        for row in overdue:
-            self._ledger.returned(row.pool, 1, run_id=row.run_id)
-        logger.warning("recovered %d overdue jobs", len(overdue))
-        runs = {row.run_id for row in overdue}
-        if dead:
-            await self._runs.complete_finished(list(runs))
-        self._hub.changed(runs)
-        self.wake()
-        return len(overdue)

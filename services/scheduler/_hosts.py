@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from services.common.types import Outcome, SessionResult
+from services.scheduler._events import ResultsStored, RunCancelled
 
 BACKOFF_BASE = timedelta(seconds=5)
 BACKOFF_MAX = timedelta(seconds=60)
+
+# Outcomes that say the target host struggles (it gets a backoff), as opposed to the session.
+_HOST_ERRORS = {Outcome.NAVIGATION_ERROR, Outcome.TIMEOUT}
+
+
+def host_error(result: SessionResult) -> bool:
+    return result.outcome in _HOST_ERRORS or (
+        result.outcome is Outcome.HTTP_ERROR and result.http_status >= 500
+    )
 
 
 @dataclass(slots=True)
@@ -75,6 +88,18 @@ class HostLimiter:
         self._errors[host] = count
         wait = min(self._cap, self._base * (2 ** (count - 1)))
         self._until[host] = now + wait
+
+    def on_results(self, event: ResultsStored) -> None:
+        """Each stored result counts for or against its target host."""
+        for result in event.results:
+            self.record(
+                urlsplit(result.target_url).hostname or "",
+                error=host_error(result),
+                now=datetime.now(UTC),
+            )
+
+    def on_cancelled(self, event: RunCancelled) -> None:
+        self.forget_run(event.run.id)
 
     def reset(self, host: str) -> HostState:
         self._errors.pop(host, None)

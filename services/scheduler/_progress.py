@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 
+from services.scheduler._events import Event, run_ids_of
 from services.scheduler._runs import Run, RunStore
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ class RunProgressHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def on_event(self, event: Event) -> None:
+        """Any event about a run may change what its watchers see."""
+        self.changed(run_ids_of(event))
 
     def changed(self, run_ids: Iterable[str]) -> None:
         watched = [run_id for run_id in run_ids if run_id in self._channels]

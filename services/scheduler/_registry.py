@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -14,6 +13,14 @@ from services.common import bus
 from services.common.errors import NotFound
 from services.common.types import NodeInfo, NodeLoad, NodeState
 from services.scheduler._db import Database
+from services.scheduler._events import (
+    EventStream,
+    FleetChanged,
+    NodeDrained,
+    NodeLost,
+    NodeRegistered,
+    RunCancelled,
+)
 from services.scheduler._models import NodeRow
 
 logger = logging.getLogger(__name__)
@@ -43,14 +50,11 @@ class NodeRecord:
 class NodeRegistry:
     """Live view of the fleet in memory (capacity is read on every dispatch tick), persisted for listing."""
 
-    def __init__(
-        self, db: Database, *, lost_after: timedelta, on_change: Callable[[], None] = lambda: None
-    ) -> None:
+    def __init__(self, db: Database, events: EventStream, *, lost_after: timedelta) -> None:
         self._db = db
+        self._events = events
         self._lost_after = lost_after
         self._nodes: dict[str, NodeRecord] = {}
-        # Called when capacity may have changed (the dispatcher wakes up).
-        self.on_change = on_change
         # Runs cancelled lately: every node hears of them with its heartbeats for a while.
         self._cancelled: dict[str, datetime] = {}
         # The operator's cordon or drain, kept across the node's heartbeats and re-registrations.
@@ -94,7 +98,7 @@ class NodeRegistry:
             ",".join(info.engines),
             info.slots,
         )
-        self.on_change()
+        self._events.publish([NodeRegistered(record)])
         return record
 
     async def heartbeat(
@@ -116,9 +120,11 @@ class NodeRegistry:
             last_heartbeat=datetime.now(UTC),
         )
         self._nodes[node_id] = updated
-        if (updated.state, updated.slots) != (record.state, record.slots):
-            self.on_change()
         await self._persist(updated)
+        if updated.state is NodeState.DRAINED and record.state is not NodeState.DRAINED:
+            self._events.publish([NodeDrained(updated)])
+        if (updated.state, updated.slots) != (record.state, record.slots):
+            self._events.publish([FleetChanged()])
         return True
 
     def _effective_state(self, node_id: str, reported: NodeState) -> NodeState:
@@ -172,7 +178,7 @@ class NodeRegistry:
         logger.info("node %s: %s by the operator", node_id, state or "uncordoned")
         await self._persist(updated)
         if updated.state is not record.state:
-            self.on_change()
+            self._events.publish([FleetChanged()])
         return updated
 
     def capacity(self, pool: str) -> int:
@@ -194,6 +200,10 @@ class NodeRegistry:
 
     def cancel_run(self, run_id: str, now: datetime | None = None) -> None:
         self._cancelled[run_id] = now or datetime.now(UTC)
+
+    def on_cancelled(self, event: RunCancelled) -> None:
+        """Nodes abort a cancelled run's sessions and drop its envelopes when they next heartbeat."""
+        self.cancel_run(event.run.id)
 
     def cancelled_runs(self, now: datetime | None = None) -> list[str]:
         now = now or datetime.now(UTC)
@@ -218,8 +228,9 @@ class NodeRegistry:
             updated = replace(node, state=NodeState.LOST)
             self._nodes[node.info.node_id] = updated
             await self._persist(updated)
+            self._events.publish([NodeLost(updated)])
         if lost:
-            self.on_change()
+            self._events.publish([FleetChanged()])
         return [node.info.node_id for node in lost]
 
     async def _persist(self, record: NodeRecord) -> None:

@@ -85,12 +85,11 @@ class ScheduleStore:
     def __init__(self, db: Database, *, allowed_hosts: list[str]) -> None:
         self._db = db
         self._allowed_hosts = list(allowed_hosts)
-        # Told about every change that can move the next tick (the runner's wake-up).
-        self.on_change: Callable[[], None] | None = None
+        # Set whenever a schedule changes: the runner wakes to look at the next tick again.
+        self.changed = asyncio.Event()
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
+        self.changed.set()
 
     async def create(
         self, name: str, *, cron: str, timezone: str, template: dict[str, Any], paused: bool
@@ -250,9 +249,8 @@ class ScheduleRunner:
         self._runs = runs
         self._on_run = on_run
         self._clock = clock
-        self._wake = asyncio.Event()
+        self._wake = store.changed
         self._task: asyncio.Task[None] | None = None
-        store.on_change = self.wake
 
     def wake(self) -> None:
         self._wake.set()

@@ -9,6 +9,8 @@ from services.common.contracts import (
     envelope_to_bytes,
     result_from_pb,
     result_to_pb,
+    spec_data_from_pb,
+    spec_to_pb,
 )
 from services.common.spec import validate_spec
 from services.common.types import (
@@ -19,7 +21,6 @@ from services.common.types import (
     SessionResult,
     WebVitals,
 )
-from services.scheduler._convert import spec_data_from_pb, spec_to_pb
 from smartfleet.v1 import results_pb2
 
 

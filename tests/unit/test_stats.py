@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.scheduler._runs import METRICS, metric_stats, percentile
+from services.scheduler._stats import METRICS, metric_stats, percentile
 
 
 def test_percentile_nearest_rank() -> None:
