@@ -326,7 +326,7 @@ class SchedulerService:
         return convert.run_to_pb(run)
 
     async def start(self) -> str:
-        await self.db.create_schema()
+        await self.db.ensure_schema(upgrade=self.settings.database_upgrade)
         self._nats = await bus.connect(self.settings.nats_servers, name="smartfleet-scheduler")
         js = self._nats.jetstream()
         self.job_bus = bus.JobBus(js=js, ack_wait=self.settings.ack_wait)
