@@ -82,6 +82,14 @@ def scheduler_serve(
             help="sqlite+aiosqlite:///path.db or postgresql+asyncpg://… [env SMARTFLEET_DATABASE_URL]",
         ),
     ] = None,
+    upgrade_db: Annotated[
+        bool | None,
+        typer.Option(
+            "--upgrade-db",
+            help="Upgrade the database schema at start; without it an outdated schema is refused "
+            "(see `smartctl db upgrade`). [env SMARTFLEET_DATABASE_UPGRADE]",
+        ),
+    ] = None,
     nats_url: NatsUrl = None,
     allowed_hosts: Annotated[
         str | None,
@@ -99,6 +107,7 @@ def scheduler_serve(
         SchedulerSettings,
         scheduler_listen=listen,
         database_url=database_url,
+        database_upgrade=upgrade_db,
         nats_url=nats_url,
         allowed_hosts=allowed_hosts,
         ready_file=ready_file,

@@ -56,6 +56,11 @@ class StackInfo:
     started_at: str = ""
 
 
+def stack_database_url(data_dir: Path) -> str:
+    """The SQLite database of the local stack kept in `data_dir`."""
+    return f"sqlite+aiosqlite:///{data_dir.expanduser().resolve() / 'smartfleet.db'}"
+
+
 class Stack:
     """Starts and stops the local fleet; `async with Stack(data_dir=…) as stack:` in tests."""
 
@@ -77,7 +82,7 @@ class Stack:
         self.data_dir = data_dir.expanduser().resolve()
         self.token = token or secrets.token_urlsafe(32)
         self.node_id = node_id or f"{socket.gethostname()}-local"
-        self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'smartfleet.db'}"
+        self.database_url = stack_database_url(self.data_dir)
         self._host = host
         self._ports = {"gateway": gateway_port, "scheduler": scheduler_port}
         self._node_slots = node_slots
@@ -245,6 +250,8 @@ class Stack:
         if name == "scheduler":
             env["SMARTFLEET_SCHEDULER_LISTEN"] = self._listen_address("scheduler")
             env["SMARTFLEET_DATABASE_URL"] = self.database_url
+            # The local stack needs no `smartctl db upgrade`: its scheduler migrates at start.
+            env["SMARTFLEET_DATABASE_UPGRADE"] = "true"
         elif name == "gateway":
             env["SMARTFLEET_GATEWAY_LISTEN"] = self._listen_address("gateway")
             env["SMARTFLEET_SCHEDULER_ADDR"] = self.scheduler_addr

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from cli import _accounts, _hosts, _nodes, _runs, _schedules, _serve
+from cli import _accounts, _db, _hosts, _nodes, _runs, _schedules, _serve
 from cli._config import DEFAULT_DATA_DIR
 from cli._context import GlobalOptions
 from cli._up import up
@@ -32,6 +32,7 @@ app.add_typer(_schedules.app, name="schedules")
 app.add_typer(_serve.scheduler_app, name="scheduler")
 app.add_typer(_serve.node_app, name="node")
 app.add_typer(_serve.gateway_app, name="gateway")
+app.add_typer(_db.app, name="db")
 app.command("up")(up)
 
 

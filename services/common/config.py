@@ -40,6 +40,9 @@ class _Base(BaseSettings):
 class SchedulerSettings(_Base):
     scheduler_listen: str = "127.0.0.1:50052"
     database_url: str = "sqlite+aiosqlite:///smartfleet.db"
+    # Upgrade the database schema to this version's at start (`smartctl up` does). Off, the
+    # scheduler refuses a database not at it and names the command: `smartctl db upgrade`.
+    database_upgrade: bool = False
     nats_url: str = "nats://127.0.0.1:4222"
     # Hosts targets may name besides loopback (comma-separated; `*.example.com` allowed).
     allowed_hosts: str = ""

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from services.scheduler import _migrate
 from services.scheduler._events import EventStream, pending
-from services.scheduler._models import Base
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +79,15 @@ class Database:
         self._write_sessions = async_sessionmaker(self._writer, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(self._reader, expire_on_commit=False)
 
-    async def create_schema(self) -> None:
-        async with self._writer.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
+    async def ensure_schema(self, *, upgrade: bool) -> None:
+        """Migrate to the code's schema when `upgrade`, else refuse a database not already at it.
+
+        Raises _migrate.SchemaOutdated, whose message names the command that upgrades it.
+        """
+        if upgrade:
+            await _migrate.upgrade(self.url)
+        else:
+            await _migrate.require_current(self.url)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:

@@ -54,7 +54,7 @@ class SchedulerService:
         parts = self.parts
         # From here on stop() stops whatever did start (every part's stop is idempotent).
         self._started = True
-        await parts.db.create_schema()
+        await parts.db.ensure_schema(upgrade=self.settings.database_upgrade)
         await parts.job_bus.connect()
         await parts.job_bus.ensure_stream()
         await parts.registry.load()

@@ -60,6 +60,7 @@ async def scheduler(
     settings = SchedulerSettings(
         scheduler_listen="127.0.0.1:0",
         database_url=database_url,
+        database_upgrade=True,
         nats_url=nats_server.url,
         heartbeat_interval=timedelta(milliseconds=200),
         secret_key=None if sqlite else Fernet.generate_key().decode(),

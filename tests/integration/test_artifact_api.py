@@ -23,6 +23,7 @@ async def scheduler(
         SchedulerSettings(
             scheduler_listen="127.0.0.1:0",
             database_url=sqlite_url,
+            database_upgrade=True,
             nats_url=nats_server.url,
             artifact_dir=str(tmp_path / "store"),
             artifact_max_upload_mb=1,

@@ -68,7 +68,7 @@ async def stores(database_url: str) -> AsyncIterator[tuple[Database, RunStore, J
     stream = EventStream()
     recorder = Recorder(stream)
     db = Database(database_url, events=stream)
-    await db.create_schema()
+    await db.ensure_schema(upgrade=True)
     runs = RunStore(db)
     try:
         yield db, runs, JobStore(db, runs, accounts=None), recorder

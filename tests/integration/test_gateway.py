@@ -25,7 +25,10 @@ TOKEN = "test-token-1"
 async def gateway(nats_server: EmbeddedNatsServer, sqlite_url: str) -> AsyncIterator[str]:
     scheduler = SchedulerService(
         SchedulerSettings(
-            scheduler_listen="127.0.0.1:0", database_url=sqlite_url, nats_url=nats_server.url
+            scheduler_listen="127.0.0.1:0",
+            database_url=sqlite_url,
+            database_upgrade=True,
+            nats_url=nats_server.url,
         )
     )
     await scheduler.start()

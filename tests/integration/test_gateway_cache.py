@@ -280,7 +280,10 @@ async def real(
     """(the Fleet API through a gateway, the real scheduler's own API behind it)."""
     scheduler = SchedulerService(
         SchedulerSettings(
-            scheduler_listen="127.0.0.1:0", database_url=sqlite_url, nats_url=nats_server.url
+            scheduler_listen="127.0.0.1:0",
+            database_url=sqlite_url,
+            database_upgrade=True,
+            nats_url=nats_server.url,
         )
     )
     await scheduler.start()

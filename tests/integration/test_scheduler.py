@@ -58,6 +58,7 @@ async def scheduler(
     settings = SchedulerSettings(
         scheduler_listen="127.0.0.1:0",
         database_url=database_url,
+        database_upgrade=True,
         nats_url=nats_server.url,
         ack_wait=timedelta(seconds=5),
         heartbeat_interval=timedelta(milliseconds=200),
