@@ -102,6 +102,7 @@ class JobBus:
         ack_wait: timedelta,
         servers: Sequence[str] = (),
         name: str = "smartfleet",
+        duplicate_window: timedelta = DUPLICATE_WINDOW,
     ) -> None:
         if js is None and not servers:
             raise ValueError("a JobBus needs a JetStream context or server URLs")
@@ -110,6 +111,7 @@ class JobBus:
         self._servers = list(servers)
         self._name = name
         self._nc: NatsClient | None = None
+        self.duplicate_window = duplicate_window
 
     @property
     def js(self) -> JetStreamContext:
@@ -134,7 +136,7 @@ class JobBus:
             subjects=[f"{SUBJECT_PREFIX}.>"],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW.total_seconds(),
+            duplicate_window=self.duplicate_window.total_seconds(),
         )
         try:
             await self.js.add_stream(config)

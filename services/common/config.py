@@ -47,6 +47,10 @@ class SchedulerSettings(_Base):
     # Hosts targets may name besides loopback (comma-separated; `*.example.com` allowed).
     allowed_hosts: str = ""
     ack_wait: Duration = timedelta(seconds=30)
+    # The job stream drops a re-publish of the same (job, attempt) inside this window. At start
+    # the scheduler publishes every job still out again (a crash may have claimed jobs it never
+    # published): a restart within the window sends each exactly once.
+    nats_duplicate_window: Duration = timedelta(minutes=5)
     heartbeat_interval: Duration = timedelta(seconds=2)
     node_lost_after: Duration = timedelta(seconds=10)
     # Dispatch ticks start at least this far apart (a paced job leaves at most this late), so

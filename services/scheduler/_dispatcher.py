@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -121,6 +121,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         self._ledger.reset(await self._jobs.outstanding())
+        await self._republish()
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
 
     async def stop(self) -> None:
@@ -129,6 +130,32 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def _republish(self) -> int:
+        """A claim commits before its publish, so a scheduler that died in between left jobs
+        claimed that never reached the bus. Publish every job still out again, under its own
+        message id and attempt: the stream drops the copies it already holds (within its
+        duplicate window), the rest go out now, and no job loses an attempt to the crash."""
+        count, after = 0, ""
+        while batch := await self._jobs.dispatched(after=after, limit=MAX_CLAIM):
+            after = batch[-1].id
+            envelopes = []
+            for job in batch:
+                spec = await self._runs.spec(job.run_id)
+                claim = Claim(
+                    index=job.index,
+                    target_url=job.target_url,
+                    cell=job.cell,
+                    pool=job.pool,
+                    account=job.account or None,
+                )
+                envelope = self._envelope(job.run_id, spec, claim, deadline=job.deadline)
+                envelopes.append(replace(envelope, attempt=job.attempt))
+            self._unpublished.extend(await self._publisher.publish(envelopes))
+            count += len(envelopes)
+        if count:
+            logger.info("republished %d job(s) still out on the bus at start", count)
+        return count
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -188,7 +215,10 @@ class Dispatcher:
             # The ledger takes the claimed jobs when the claim commits (JobsDispatched).
             if not await self._jobs.claim(tick.run, claims, now=now, deadline=deadline):
                 continue
-            envelopes = [self._envelope(tick.run, claim, deadline=deadline) for claim in claims]
+            envelopes = [
+                self._envelope(tick.run.id, tick.run.spec, claim, deadline=deadline)
+                for claim in claims
+            ]
             self._unpublished.extend(await self._publisher.publish(envelopes))
             sent += len(envelopes)
         return sent
@@ -355,12 +385,13 @@ class Dispatcher:
         if self._next_wake is None or when < self._next_wake:
             self._next_wake = when
 
-    def _envelope(self, run: Run, candidate: Claim, *, deadline: datetime) -> JobEnvelope:
-        spec: RunSpec = run.spec
+    def _envelope(
+        self, run_id: str, spec: RunSpec, candidate: Claim, *, deadline: datetime
+    ) -> JobEnvelope:
         return JobEnvelope(
-            job_id=job_id(run.id, candidate.index),
+            job_id=job_id(run_id, candidate.index),
             attempt=candidate.attempt,
-            run_id=run.id,
+            run_id=run_id,
             index=candidate.index,
             target_url=candidate.target_url,
             engine=candidate.cell.engine,

@@ -87,7 +87,10 @@ def build(settings: SchedulerSettings) -> SchedulerParts:
         max_upload_bytes=settings.artifact_max_upload_mb * 1024**2,
     )
     job_bus = bus.JobBus(
-        ack_wait=settings.ack_wait, servers=settings.nats_servers, name="smartfleet-scheduler"
+        ack_wait=settings.ack_wait,
+        servers=settings.nats_servers,
+        name="smartfleet-scheduler",
+        duplicate_window=settings.nats_duplicate_window,
     )
     dispatcher = Dispatcher(
         runs=runs,

@@ -16,18 +16,20 @@ async def test_a_failing_round_is_logged_and_the_next_one_still_comes(
 ) -> None:
     """The first round raises, the following ones run anyway; stop() ends the task."""
     calls = 0
+    third = asyncio.Event()
 
     async def job() -> None:
         nonlocal calls
         calls += 1
+        if calls == 3:
+            third.set()
         if calls == 1:
             raise RuntimeError("first round breaks")
 
     task = RecurringTask("test-sweep", job, interval=timedelta(milliseconds=10), run_first=True)
     with caplog.at_level(logging.ERROR):
         task.start()
-        while calls < 3:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(third.wait(), 5)
         await task.stop()
     assert not task.running
     assert "test-sweep: a round failed" in caplog.text

@@ -132,6 +132,17 @@ class JobStore:
             rows = await session.scalars(statement.order_by(JobRow.index).limit(limit))
             return [Job.from_row(row) for row in rows]
 
+    async def dispatched(self, *, after: str, limit: int) -> list[Job]:
+        """Jobs out on the bus, in id order after `after` (for the republish at start)."""
+        async with self._db.read() as session:
+            rows = await session.scalars(
+                select(JobRow)
+                .where(JobRow.status == JobStatus.DISPATCHED, JobRow.id > after)
+                .order_by(JobRow.id)
+                .limit(limit)
+            )
+            return [Job.from_row(row) for row in rows]
+
     # -- claim -------------------------------------------------------------------------------
 
     async def claim(

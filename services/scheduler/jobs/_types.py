@@ -42,6 +42,7 @@ class Job:
     outcome: str
     error: str
     retry_at: datetime | None
+    deadline: datetime
 
     @classmethod
     def from_row(cls, row: JobRow) -> Job:
@@ -58,6 +59,7 @@ class Job:
             outcome=row.outcome or "",
             error=row.error or "",
             retry_at=row.retry_at,
+            deadline=row.deadline,
         )
 
 
