@@ -41,6 +41,7 @@ def redirect_console(target: Console) -> Iterator[Console]:
     finally:
         console = previous
 
+
 GAP = 2  # spaces between columns
 
 
@@ -212,6 +213,7 @@ def table_lines(
             text.append(value, style=style or "")
             if not right and not last:
                 text.append(pad)
+        text.rstrip()
         return text
 
     if show_header:

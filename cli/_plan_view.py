@@ -69,8 +69,9 @@ def print_plan(summary: PlanSummary, *, name: str, output: OutputFormat, title: 
     wide = output is OutputFormat.wide
     pacing = summary.pacing
     if summary.span.total_seconds() > 0:
-        pacing += f", last session due after {human_duration(summary.span)}"
-    say(f"{title}: {plural(summary.sessions, 'session')}, pacing {pacing}")
+        pacing += f", the last due after {human_duration(summary.span)}"
+    say(title)
+    say(f"{plural(summary.sessions, 'session')}, pacing {pacing}")
     total = summary.sessions
     say("")
     cell_columns: list[Column[CellCount]] = [

@@ -92,13 +92,13 @@ def _count(getter: Any, header: str, priority: int, *, wide: bool = False) -> Co
 
 RUN_COLUMNS: list[Column[runs_pb2.Run]] = [
     Column(header="RUN", text=lambda run: run.id),
-    Column(header="NAME", text=lambda run: run.name or "-", wrap=10, priority=5),
+    Column(header="NAME", text=lambda run: run.name or "-", wrap=10, priority=2),
     Column(header="STATUS", text=run_status, style=lambda run: status_style(run_status(run))),
-    _count(lambda run: run.counters.planned, "PLANNED", 2),
+    _count(lambda run: run.counters.planned, "PLANNED", 3),
     _count(lambda run: run.counters.succeeded, "OK", 1),
     _count(lambda run: run.counters.failed, "FAILED", 1),
-    _count(lambda run: run.counters.retrying, "RETRYING", 4),
-    _count(lambda run: run.counters.in_flight, "IN FLIGHT", 3),
+    _count(lambda run: run.counters.retrying, "RETRYING", 6),
+    _count(lambda run: run.counters.in_flight, "IN FLIGHT", 5),
     _count(lambda run: run.counters.dead, "DEAD", 6, wide=True),
     Column(
         header="CREATED",
@@ -200,21 +200,21 @@ JOB_COLUMNS: list[Column[runs_pb2.Job]] = [
     Column(
         header="STATUS", text=lambda job: job.status, style=lambda job: status_style(job.status)
     ),
-    _count(lambda job: job.attempt, "TRY", 2),
+    _count(lambda job: job.attempt, "TRY", 4),
     Column(
         header="OUTCOME",
         text=lambda job: job.outcome or "-",
         style=lambda job: outcome_style(job.outcome) if job.outcome else None,
         priority=1,
     ),
+    Column(header="ERROR", text=lambda job: job.error or "-", wrap=20, priority=2),
     Column(
         header="RETRY AT",
         text=lambda job: short_time_text(job.retry_at) if job.HasField("retry_at") else "-",
         value=lambda job: timestamp_value(job.retry_at),
-        priority=4,
+        priority=3,
     ),
     Column(header="CELL", text=lambda job: job.cell.key or "-", wrap=12, priority=5),
-    Column(header="ERROR", text=lambda job: job.error or "-", wrap=24, priority=3),
     Column(header="TARGET", text=lambda job: job.target_url or "-", wrap=20, wide=True),
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from datetime import timedelta
 from typing import Any
@@ -45,6 +46,16 @@ def exit_code_for(*, completed: bool, planned: int, succeeded: int, failed: int)
     return 0 if failed == 0 and succeeded >= planned else EXIT_FAILURES
 
 
+def progress_detail(counters: runs_pb2.RunCounters) -> str:
+    """ok and failed always; retrying and in flight only when there are some (80 columns)."""
+    parts = [f"[green]{counters.succeeded} ok[/]", f"[red]{counters.failed} failed[/]"]
+    if counters.retrying:
+        parts.append(f"{counters.retrying} retrying")
+    if counters.in_flight:
+        parts.append(f"{counters.in_flight} in flight")
+    return " ".join(parts)
+
+
 def run_failure_reasons(client: FleetClient, run: runs_pb2.Run) -> FailureSummary:
     """The run's top failure reasons. Computed here from its failed results for now; a
     server-side aggregate (GetRunStats) replaces this one function."""
@@ -72,7 +83,7 @@ def watch_run(
         )
     progress = Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=16),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
@@ -89,10 +100,7 @@ def watch_run(
                 description=f"{escape(run.name or run.id)} {styled(run_status(run))}",
                 total=counters.planned or None,
                 completed=counters.succeeded + counters.failed,
-                detail=(
-                    f"[green]{counters.succeeded} ok[/] [red]{counters.failed} failed[/] "
-                    f"{counters.retrying} retrying {counters.in_flight} in flight"
-                ),
+                detail=progress_detail(run.counters),
             )
     if not is_final(last):
         counters = last.counters
@@ -143,9 +151,10 @@ def print_summary(
         say("")
         scope = "" if failures.complete else f" (in the first {failures.failures_read:,} failures)"
         say(f"top failure reasons{scope}:")
+        width = max(40, _output.console.width)
         for reason in failures.reasons:
-            line = f"  {reason.count:>6}  {reason.outcome}: {reason.error or '(no error text)'}"
-            say(line)
+            line = f"{reason.count:>8}  {reason.outcome}: {reason.error or '(no error text)'}"
+            say(textwrap.fill(line, width, subsequent_indent=" " * 10, break_on_hyphens=False))
             say(f"          e.g. job {reason.example_job}")
     if stats.metrics:
         say("")

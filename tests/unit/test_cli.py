@@ -372,12 +372,21 @@ class _FakeRpcError(grpc.RpcError):
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        (grpc.StatusCode.UNAVAILABLE, "unavailable: cannot reach the gateway at g:1: is `smartctl up` running?"),
-        (grpc.StatusCode.UNAUTHENTICATED, "unauthenticated: the gateway at g:1 did not accept the token"),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "unavailable: cannot reach the gateway at g:1: is `smartctl up` running?",
+        ),
+        (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "unauthenticated: the gateway at g:1 did not accept the token",
+        ),
         (grpc.StatusCode.INVALID_ARGUMENT, "invalid argument: spec.sessions: must be positive"),
         (grpc.StatusCode.ALREADY_EXISTS, "already exists: spec.sessions: must be positive"),
         (grpc.StatusCode.NOT_FOUND, "not found: spec.sessions: must be positive"),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded: the gateway at g:1 did not answer within 15s"),
+        (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "deadline exceeded: the gateway at g:1 did not answer within 15s",
+        ),
     ],
 )
 def test_grpc_errors_become_actionable_messages(code: grpc.StatusCode, expected: str) -> None:
