@@ -127,7 +127,14 @@ def create(
         run = client.create_run(spec, start=start)
     fmt = output_format(ctx, output)
     if not fmt.is_table:
-        emit_one(run, output=fmt, data=message_data, fields=run_fields, columns=RUN_COLUMNS)
+        # The run as `run get` shows it, plus `run_id` (what scripts read since the first -o json).
+        emit_one(
+            run,
+            output=fmt,
+            data=lambda item: {"run_id": item.id, **message_data(item)},
+            fields=run_fields,
+            columns=RUN_COLUMNS,
+        )
         return
     # The id alone on stdout, so `RUN=$(smartctl run create …)` works; the rest is for people.
     print(run.id, flush=True)
