@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import re
 import sys
-import textwrap
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -150,7 +150,11 @@ def layout_table(
         natural.append(max(cell_len(column.header), longest))
         floor = min(natural[-1], max(column.wrap, cell_len(column.header)))
         minimum.append(floor if column.wrap and not wide else natural[-1])
-    shown = [index for index, column in enumerate(columns) if wide or not column.wide]
+    shown = [
+        index
+        for index, column in enumerate(columns)
+        if wide or not (column.wide or (column.priority > 0 and _empty(cells, index)))
+    ]
     dropped: list[str] = []
 
     def needed() -> int:
@@ -176,15 +180,57 @@ def layout_table(
     )
 
 
+# Long words (URLs, paths) break after these characters before they are cut anywhere.
+_BREAK_AFTER = re.compile(r"(?<=[/?&=,;:.-])")
+
+
+def _pieces(word: str, width: int) -> list[str]:
+    """A word too long for the column, in pieces of at most `width`, split after / ? & = …"""
+    pieces: list[str] = []
+    current = ""
+    for part in (p for p in _BREAK_AFTER.split(word) if p):
+        while cell_len(part) > width:  # no separator close enough: split where it must
+            room = width - cell_len(current)
+            if room <= 0:
+                pieces.append(current)
+                current, room = "", width
+            current, part = current + part[:room], part[room:]
+        if cell_len(current) + cell_len(part) > width:
+            pieces.append(current)
+            current = ""
+        current += part
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _empty(cells: Sequence[Sequence[str]], index: int) -> bool:
+    """Whether every cell of the column is blank or `-` (an optional column then says nothing)."""
+    return all(row[index] in ("", "-") for row in cells)
+
+
 def _wrapped(text: str, width: int) -> list[str]:
+    """The text in lines of at most `width`: at spaces, then inside long words; never cut."""
     lines: list[str] = []
-    for line in text.splitlines() or [""]:
-        if cell_len(line) <= width:
-            lines.append(line)
-        else:
-            lines.extend(
-                textwrap.wrap(line, width, break_long_words=True, break_on_hyphens=False) or [""]
-            )
+    for paragraph in text.splitlines() or [""]:
+        current = ""
+        for word in paragraph.split():
+            gap = " " if current else ""
+            if cell_len(current) + len(gap) + cell_len(word) <= width:
+                current += gap + word
+                continue
+            if cell_len(word) <= width:
+                lines.append(current)
+                current = word
+                continue
+            pieces = _pieces(word, width)
+            if current and cell_len(current) + 1 + cell_len(pieces[0]) <= width:
+                current += " " + pieces.pop(0)
+            if current:
+                lines.append(current)
+            lines.extend(pieces[:-1])
+            current = pieces[-1]
+        lines.append(current)
     return lines
 
 

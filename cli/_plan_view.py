@@ -8,7 +8,16 @@ from typing import Any
 from rich.text import Text
 
 from cli import _output
-from cli._output import Column, OutputFormat, print_json, print_table, print_yaml, say
+from cli._output import (
+    Column,
+    OutputFormat,
+    print_json,
+    print_jsonl,
+    print_table,
+    print_yaml,
+    say,
+    write_csv,
+)
 from cli._text import human_duration, plural
 from services.scheduler._plan_summary import (
     CellCount,
@@ -45,6 +54,17 @@ def plan_data(summary: PlanSummary, *, name: str = "") -> dict[str, Any]:
     }
 
 
+def timeline_columns(summary: PlanSummary) -> list[Column[TimelineBucket]]:
+    return [
+        Column(header="OFFSET", text=lambda bucket: human_duration(bucket.offset),
+               value=lambda bucket: bucket.offset.total_seconds(), key="offset_s"),
+        Column(header="SESSIONS", text=lambda bucket: str(bucket.sessions),
+               value=lambda bucket: bucket.sessions),
+        Column(header="PER MINUTE", text=lambda bucket: f"{summary.per_minute(bucket):.3f}",
+               value=lambda bucket: round(summary.per_minute(bucket), 3)),
+    ]  # fmt: skip
+
+
 def bar(value: float, peak: float, width: int) -> str:
     """A horizontal bar in eighths of a character."""
     if peak <= 0 or width <= 0:
@@ -60,8 +80,14 @@ def _share(count: int, total: int) -> str:
 
 
 def print_plan(summary: PlanSummary, *, name: str, output: OutputFormat, title: str) -> None:
-    if output in (OutputFormat.json, OutputFormat.jsonl):
+    if output is OutputFormat.json:
         print_json(plan_data(summary, name=name))
+        return
+    if output is OutputFormat.jsonl:
+        print_jsonl([plan_data(summary, name=name)])
+        return
+    if output is OutputFormat.csv:  # the timeline, the series a sheet or a plot wants
+        write_csv(timeline_columns(summary), summary.timeline)
         return
     if output is OutputFormat.yaml:
         print_yaml(plan_data(summary, name=name))

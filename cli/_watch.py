@@ -22,6 +22,7 @@ from cli._output import (
     print_table,
     print_yaml,
     say,
+    write_csv,
 )
 from cli._results import FailureSummary, failure_reasons
 from cli._text import plural
@@ -129,8 +130,10 @@ def watch_run(
             print_yaml(data)
         elif output is OutputFormat.jsonl:
             print_jsonl([data])
+        elif output is OutputFormat.csv:
+            write_csv(OUTCOME_COLUMNS, outcome_rows(stats))  # the rows of the outcome table
         else:
-            print_json(data)  # csv has no sensible shape for a summary: JSON
+            print_json(data)
         return code
     print_summary(last, stats, failures, code=code, wide=output is OutputFormat.wide)
     return code

@@ -35,7 +35,18 @@ from cli import (
 from cli._config import DEFAULT_DATA_DIR
 from cli._context import GlobalOptions, open_client, output_format
 from cli._errors import CliError, err_console, report_errors
-from cli._output import UI, Column, OutputOption, console, emit_list, print_json, print_yaml, say
+from cli._output import (
+    UI,
+    Column,
+    OutputFormat,
+    OutputOption,
+    console,
+    emit_list,
+    print_json,
+    print_jsonl,
+    print_yaml,
+    say,
+)
 from cli._run_app import app as run_app
 from cli._schema import run_spec_schema_text
 from cli._up import up
@@ -199,7 +210,12 @@ def show_version(
                 for node in nodes
             ],
         }
-        (print_yaml if fmt.value == "yaml" else print_json)(data)
+        if fmt is OutputFormat.yaml:
+            print_yaml(data)
+        elif fmt is OutputFormat.jsonl:
+            print_jsonl([data])
+        else:
+            print_json(data)  # csv too: a client and its nodes are not one table
     else:
         say(f"client: smartctl {client['version']} (Python {client['python']})")
         if not client_only and not problem:

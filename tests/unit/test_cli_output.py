@@ -247,3 +247,22 @@ def test_failure_reasons_count_group_and_stop_at_the_limit() -> None:
     bounded = failure_reasons(results, scan_limit=2)
     assert not bounded.complete and bounded.failures_read == 2
     assert sum(reason.count for reason in bounded.reasons) == 2
+
+
+def test_long_urls_wrap_after_separators_and_empty_columns_are_left_out() -> None:
+    """A URL wraps after `/` rather than inside a host; an optional column of only `-` is not shown."""
+    from cli._output import _wrapped
+
+    assert _wrapped("HTTP 404 from http://127.0.0.1:35971/missing", 24) == [
+        "HTTP 404 from",
+        "http://127.0.0.1:35971/",
+        "missing",
+    ]
+    assert all(len(line) <= 10 for line in _wrapped("x" * 35, 10))
+    assert "".join(_wrapped("x" * 35, 10)) == "x" * 35
+    job = a_job(0)
+    job.ClearField("retry_at")
+    header = lines_of(rendered(200, lambda: print_table(JOB_COLUMNS, [job])))[0]
+    assert "RETRY AT" not in header and "ERROR" in header
+    wide = lines_of(rendered(200, lambda: print_table(JOB_COLUMNS, [job], wide=True)))[0]
+    assert "RETRY AT" in wide

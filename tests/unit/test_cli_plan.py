@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -99,6 +101,9 @@ def test_validate_prints_the_plan_and_needs_no_gateway(tmp_path: Path) -> None:
     data = json.loads(as_json.stdout)
     assert data["sessions"] == 600 and data["span"] == "9m59s"
     assert sum(item["sessions"] for item in data["timeline"]) == 600
+    as_csv = runner.invoke(app, ["run", "validate", "-f", str(spec), "-o", "csv"]).stdout
+    rows = list(csv.DictReader(io.StringIO(as_csv)))
+    assert sum(int(row["sessions"]) for row in rows) == 600 and rows[1]["offset_s"] == "30.0"
     assert data["hosts"] == [
         {"host": "127.0.0.1", "allowlist": ALLOWLIST_UNKNOWN},
         {"host": "shop.test", "allowlist": ALLOWLIST_UNKNOWN},
