@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cli._errors import err_console
+from cli._text import wrap_text
 
 T = TypeVar("T")
 
@@ -180,58 +180,9 @@ def layout_table(
     )
 
 
-# Long words (URLs, paths) break after these characters before they are cut anywhere.
-_BREAK_AFTER = re.compile(r"(?<=[/?&=,;:.-])")
-
-
-def _pieces(word: str, width: int) -> list[str]:
-    """A word too long for the column, in pieces of at most `width`, split after / ? & = …"""
-    pieces: list[str] = []
-    current = ""
-    for part in (p for p in _BREAK_AFTER.split(word) if p):
-        while cell_len(part) > width:  # no separator close enough: split where it must
-            room = width - cell_len(current)
-            if room <= 0:
-                pieces.append(current)
-                current, room = "", width
-            current, part = current + part[:room], part[room:]
-        if cell_len(current) + cell_len(part) > width:
-            pieces.append(current)
-            current = ""
-        current += part
-    if current:
-        pieces.append(current)
-    return pieces
-
-
 def _empty(cells: Sequence[Sequence[str]], index: int) -> bool:
     """Whether every cell of the column is blank or `-` (an optional column then says nothing)."""
     return all(row[index] in ("", "-") for row in cells)
-
-
-def _wrapped(text: str, width: int) -> list[str]:
-    """The text in lines of at most `width`: at spaces, then inside long words; never cut."""
-    lines: list[str] = []
-    for paragraph in text.splitlines() or [""]:
-        current = ""
-        for word in paragraph.split():
-            gap = " " if current else ""
-            if cell_len(current) + len(gap) + cell_len(word) <= width:
-                current += gap + word
-                continue
-            if cell_len(word) <= width:
-                lines.append(current)
-                current = word
-                continue
-            pieces = _pieces(word, width)
-            if current and cell_len(current) + 1 + cell_len(pieces[0]) <= width:
-                current += " " + pieces.pop(0)
-            if current:
-                lines.append(current)
-            lines.extend(pieces[:-1])
-            current = pieces[-1]
-        lines.append(current)
-    return lines
 
 
 def table_lines(
@@ -273,7 +224,7 @@ def table_lines(
         )
     for item, row in zip(rows, cells, strict=True):
         shown = [
-            (columns[index], _wrapped(row[index], size), size)
+            (columns[index], wrap_text(row[index], size), size)
             for index, size in zip(plan.shown, plan.widths, strict=True)
         ]
         height = max((len(parts) for _, parts, _ in shown), default=1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from rich.cells import cell_len
 
 _IRREGULAR = {"was": "were", "is": "are"}
 
@@ -96,3 +98,52 @@ def human_duration(value: timedelta) -> str:
         if unit == smallest:
             break
     return "".join(parts) or "0s"
+
+
+# Long words (URLs, paths) break after these characters before they are cut anywhere.
+_BREAK_AFTER = re.compile(r"(?<=[/?&=,;:.-])")
+
+
+def _pieces(word: str, width: int) -> list[str]:
+    """A word too long for the column, in pieces of at most `width`, split after / ? & = …"""
+    pieces: list[str] = []
+    current = ""
+    for part in (p for p in _BREAK_AFTER.split(word) if p):
+        while cell_len(part) > width:  # no separator close enough: split where it must
+            room = width - cell_len(current)
+            if room <= 0:
+                pieces.append(current)
+                current, room = "", width
+            current, part = current + part[:room], part[room:]
+        if cell_len(current) + cell_len(part) > width:
+            pieces.append(current)
+            current = ""
+        current += part
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def wrap_text(text: str, width: int) -> list[str]:
+    """The text in lines of at most `width`: at spaces, then inside long words; never cut."""
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        current = ""
+        for word in paragraph.split():
+            gap = " " if current else ""
+            if cell_len(current) + len(gap) + cell_len(word) <= width:
+                current += gap + word
+                continue
+            if cell_len(word) <= width:
+                lines.append(current)
+                current = word
+                continue
+            pieces = _pieces(word, width)
+            if current and cell_len(current) + 1 + cell_len(pieces[0]) <= width:
+                current += " " + pieces.pop(0)
+            if current:
+                lines.append(current)
+            lines.extend(pieces[:-1])
+            current = pieces[-1]
+        lines.append(current)
+    return lines

@@ -12,12 +12,11 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from cli._config import stack_file
 from cli._context import global_options
 from cli._errors import CliError, err_console, report_errors
-from cli._output import console
+from cli._output import console, print_fields
 from cli._stack import (
     DEFAULT_GATEWAY_PORT,
     DEFAULT_NATS_PORT,
@@ -203,22 +202,23 @@ async def _watch_services(stack: Stack, stopping: asyncio.Event) -> int:
 
 
 def _print_ready(stack: Stack, info: StackInfo) -> None:
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("gateway", f"{info.gateway}  [dim](public Fleet API, gRPC)[/]")
-    table.add_row("scheduler", info.scheduler)
+    rows: list[tuple[str, str] | tuple[str, str, str | None]] = [
+        ("gateway", f"{info.gateway}  (public Fleet API, gRPC)"),
+        ("scheduler", info.scheduler),
+    ]
     for key, node_id in zip(stack.node_keys, info.node_ids, strict=True):
-        table.add_row(key, f"{escape(node_id)}  [dim](pid {info.pids.get(key, '?')})[/]")
-    table.add_row("nats", info.nats_url)
-    table.add_row("database", escape(_without_password(info.database_url)))
-    table.add_row("artifacts", escape(info.artifact_dir))
-    table.add_row("logs", escape(str(stack.data_dir / "logs")))
-    table.add_row("token", info.token)
+        rows.append((key, f"{node_id}  (pid {info.pids.get(key, '?')})"))
+    rows += [
+        ("nats", info.nats_url),
+        ("database", _without_password(info.database_url)),
+        ("artifacts", info.artifact_dir),
+        ("logs", str(stack.data_dir / "logs")),
+        ("token", info.token),
+    ]
     for note in stack.port_notes:
         console.print(f"[yellow]{escape(note)}[/]")
     console.print("[bold green]Smartfleet is up[/]")
-    console.print(table)
+    print_fields(rows)
     console.print(
         f"\nsmartctl reads the gateway and token from {escape(str(stack_file(stack.data_dir)))}, e.g.\n"
         "  smartctl run create --target http://127.0.0.1:8080/ --sessions 10 --start\n"

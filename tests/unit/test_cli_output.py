@@ -251,7 +251,7 @@ def test_failure_reasons_count_group_and_stop_at_the_limit() -> None:
 
 def test_long_urls_wrap_after_separators_and_empty_columns_are_left_out() -> None:
     """A URL wraps after `/` rather than inside a host; an optional column of only `-` is not shown."""
-    from cli._output import _wrapped
+    from cli._text import wrap_text as _wrapped
 
     assert _wrapped("HTTP 404 from http://127.0.0.1:35971/missing", 24) == [
         "HTTP 404 from",
