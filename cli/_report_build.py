@@ -23,6 +23,12 @@ _REASONS_PER_CASE = 5
 
 
 @dataclass(slots=True)
+class _Reason:
+    job: str  # the first job that failed this way
+    count: int = 0
+
+
+@dataclass(slots=True)
 class CaseTally:
     """One JUnit testcase: the sessions of one target in one matrix cell."""
 
@@ -31,15 +37,16 @@ class CaseTally:
     sessions: int = 0
     failed: int = 0
     seconds: float = 0.0
-    reasons: dict[str, list[object]] = field(default_factory=dict)  # text -> [count, job]
+    reasons: dict[str, _Reason] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return f"{self.target} [{self.cell or 'default'}]"
 
     def top_reasons(self) -> list[tuple[str, int, str]]:
-        ordered = sorted(self.reasons.items(), key=lambda item: -int(str(item[1][0])))
-        return [(text, int(str(count)), str(job)) for text, (count, job) in ordered]
+        """(reason, count, example job), most frequent first."""
+        ordered = sorted(self.reasons.items(), key=lambda item: -item[1].count)
+        return [(text, reason.count, reason.job) for text, reason in ordered]
 
 
 @dataclass(slots=True)
@@ -50,6 +57,19 @@ class FailedSession:
     error: str
     target: str
     cell: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Seen:
+    """A job's last attempt as far as read; outcome is empty when it was ok."""
+
+    attempt: int
+    index: int
+    target: str
+    cell: str
+    seconds: float
+    outcome: str
+    error: str
 
 
 @dataclass(slots=True)
@@ -75,35 +95,46 @@ def build_report(
     *,
     max_failed_sessions: int = 20,
 ) -> ReportModel:
-    """Tally every session by its last attempt into (target x cell) cases."""
-    last: dict[str, results_pb2.SessionResult] = {}
+    """Tally every session by its last attempt into (target x cell) cases.
+
+    Keeps one small record per job (not the results), so memory grows with the run's jobs only.
+    """
+    last: dict[str, _Seen] = {}
     for result in results:
         seen = last.get(result.job_id)
         if seen is None or result.attempt >= seen.attempt:
-            last[result.job_id] = result
+            ok = result.outcome == results_pb2.OUTCOME_OK
+            last[result.job_id] = _Seen(
+                attempt=result.attempt,
+                index=result.index,
+                target=result.target_url,
+                cell=result.cell.key,
+                seconds=result.duration_ms / 1000,
+                outcome="" if ok else enum_field_text(result, "outcome"),
+                error="" if ok else result.error,
+            )
     cases: dict[tuple[str, str], CaseTally] = {}
     failed: list[FailedSession] = []
-    for result in sorted(last.values(), key=lambda item: item.index):
-        key = (result.target_url, result.cell.key)
-        case = cases.setdefault(key, CaseTally(target=key[0], cell=key[1]))
+    for job_id, seen in sorted(last.items(), key=lambda item: item[1].index):
+        case = cases.setdefault(
+            (seen.target, seen.cell), CaseTally(target=seen.target, cell=seen.cell)
+        )
         case.sessions += 1
-        case.seconds += result.duration_ms / 1000
-        if result.outcome == results_pb2.OUTCOME_OK:
+        case.seconds += seen.seconds
+        if not seen.outcome:
             continue
         case.failed += 1
-        outcome = enum_field_text(result, "outcome")
-        text = f"{outcome}: {reason_text(result.error) or '(no error text)'}"
-        entry = case.reasons.setdefault(text, [0, result.job_id])
-        entry[0] = int(str(entry[0])) + 1
+        text = f"{seen.outcome}: {reason_text(seen.error) or '(no error text)'}"
+        case.reasons.setdefault(text, _Reason(job=job_id)).count += 1
         if len(failed) < max_failed_sessions:
             failed.append(
                 FailedSession(
-                    job_id=result.job_id,
-                    attempt=result.attempt,
-                    outcome=outcome,
-                    error=result.error,
-                    target=result.target_url,
-                    cell=result.cell.key,
+                    job_id=job_id,
+                    attempt=seen.attempt,
+                    outcome=seen.outcome,
+                    error=seen.error,
+                    target=seen.target,
+                    cell=seen.cell,
                 )
             )
     ordered = sorted(cases.values(), key=lambda case: (case.target, case.cell))

@@ -109,9 +109,10 @@ RESULT_TABLE_COLUMNS: list[Column[dict[str, Any]]] = [
 
 # -- failure reasons ------------------------------------------------------------------------------
 
-# Computed by the client until the server answers with an aggregate: how many failed results it
-# reads at most (the counts are then "in the first N failures").
+# Computed by the client until the server answers with an aggregate: how many failed results,
+# and how many results in all, it reads at most (the counts then cover what it read).
 FAILURE_SCAN_LIMIT = 5000
+RESULT_SCAN_LIMIT = 50_000
 _REASON_CHARS = 200
 
 
@@ -137,12 +138,14 @@ class FailureReason:
 class FailureSummary:
     reasons: list[FailureReason] = field(default_factory=list)
     failures_read: int = 0
-    complete: bool = True  # False: the scan stopped at the limit, counts are a lower bound
+    results_read: int = 0
+    complete: bool = True  # False: the scan stopped at a limit, counts are a lower bound
 
     def data(self) -> dict[str, Any]:
         return {
             "reasons": [reason.data() for reason in self.reasons],
             "failures_read": self.failures_read,
+            "results_read": self.results_read,
             "complete": self.complete,
         }
 
@@ -154,21 +157,26 @@ def reason_text(error: str) -> str:
 
 
 def failure_reasons(
-    results: Iterable[Result], *, top: int = 5, scan_limit: int = FAILURE_SCAN_LIMIT
+    results: Iterable[Result],
+    *,
+    top: int = 5,
+    scan_limit: int = FAILURE_SCAN_LIMIT,
+    result_limit: int = RESULT_SCAN_LIMIT,
 ) -> FailureSummary:
     """The most frequent (outcome, error) among failed results, with counts and an example.
 
-    One function so a server-side aggregate (see the report) can replace it; it reads at most
-    `scan_limit` failed results and says so when it stopped there.
+    One function so a server-side aggregate can replace it; it reads at most `scan_limit`
+    failed results and `result_limit` results in all, and says so when it stopped there.
     """
     groups: dict[tuple[str, str], FailureReason] = {}
     summary = FailureSummary()
     for result in results:
-        if result.outcome == results_pb2.OUTCOME_OK:
-            continue
-        if summary.failures_read >= scan_limit:
+        if summary.failures_read >= scan_limit or summary.results_read >= result_limit:
             summary.complete = False
             break
+        summary.results_read += 1
+        if result.outcome == results_pb2.OUTCOME_OK:
+            continue
         summary.failures_read += 1
         outcome = enum_field_text(result, "outcome")
         key = (outcome, reason_text(result.error))

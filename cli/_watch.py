@@ -152,7 +152,12 @@ def print_summary(
     say(stats_summary(stats))
     if failures.reasons:
         say("")
-        scope = "" if failures.complete else f" (in the first {failures.failures_read:,} failures)"
+        scope = (
+            ""
+            if failures.complete
+            else f" (in the first {failures.results_read:,} results, "
+            f"{failures.failures_read:,} of them failed)"
+        )
         say(f"top failure reasons{scope}:")
         width = max(40, _output.console.width)
         for reason in failures.reasons:

@@ -247,6 +247,8 @@ def test_failure_reasons_count_group_and_stop_at_the_limit() -> None:
     bounded = failure_reasons(results, scan_limit=2)
     assert not bounded.complete and bounded.failures_read == 2
     assert sum(reason.count for reason in bounded.reasons) == 2
+    few = failure_reasons(results, result_limit=3)  # ok results count towards the bound too
+    assert not few.complete and (few.results_read, few.failures_read) == (3, 2)
 
 
 def test_long_urls_wrap_after_separators_and_empty_columns_are_left_out() -> None:
