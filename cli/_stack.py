@@ -13,7 +13,7 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,7 +72,7 @@ class Stack:
         gateway_port: int = DEFAULT_GATEWAY_PORT,
         scheduler_port: int = DEFAULT_SCHEDULER_PORT,
         nats_port: int = 0,
-        free_ports: bool = False,
+        free_ports: Collection[str] = (),
         nodes: int = 1,
         database_url: str | None = None,
         allowed_hosts: str | None = None,
@@ -97,8 +97,9 @@ class Stack:
         self._allowed_hosts = allowed_hosts
         self._host = host
         self._ports = {"gateway": gateway_port, "scheduler": scheduler_port, "nats": nats_port}
-        # True: a taken port is replaced by a free one (noted in `port_notes`), not an error.
-        self._free_ports = free_ports
+        # The ports ("gateway", "scheduler", "nats") that give way to a free one when taken
+        # (noted in `port_notes`); any other taken port is an error.
+        self._free_ports = frozenset(free_ports)
         self.port_notes: list[str] = []
         if nodes < 1:
             raise StackError(f"a stack needs at least one node, got {nodes}")
@@ -175,7 +176,7 @@ class Stack:
         for name, port in self._ports.items():
             if _port_free(self._host, port):
                 continue
-            if not self._free_ports:
+            if name not in self._free_ports:
                 raise StackError(
                     f"{self._host}:{port} is in use: another `smartctl up`? "
                     f"pass --{name}-port with another port, or 0 for any free one"

@@ -119,7 +119,15 @@ def up(
         scheduler_port=DEFAULT_SCHEDULER_PORT if scheduler_port is None else scheduler_port,
         nats_port=DEFAULT_NATS_PORT if nats_port is None else nats_port,
         # Only defaults give way; a port the user chose is theirs or an error.
-        free_ports=None in (gateway_port, scheduler_port, nats_port),
+        free_ports=[
+            name
+            for name, given in (
+                ("gateway", gateway_port),
+                ("scheduler", scheduler_port),
+                ("nats", nats_port),
+            )
+            if given is None
+        ],
         nodes=nodes,
         database_url=database_url,
         allowed_hosts=allowed_hosts,

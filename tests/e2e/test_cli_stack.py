@@ -220,7 +220,7 @@ async def test_up_takes_free_ports_several_nodes_and_postgres(
             data_dir=tmp_path / "stack",
             gateway_port=port,
             scheduler_port=0,
-            free_ports=True,
+            free_ports=["gateway"],
             nodes=2,
             node_engine="noop",
             node_slots=8,

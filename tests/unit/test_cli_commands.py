@@ -87,7 +87,7 @@ async def test_up_refuses_a_taken_port_it_was_given(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        stack = Stack(data_dir=tmp_path, gateway_port=port, scheduler_port=0, free_ports=False)
+        stack = Stack(data_dir=tmp_path, gateway_port=port, scheduler_port=0, free_ports=())
         with pytest.raises(StackError, match=f"127.0.0.1:{port} is in use"):
             await stack.start()
     assert not (tmp_path / "stack.json").exists()
@@ -112,3 +112,16 @@ def test_stack_environment_for_options(tmp_path: Path) -> None:
     dirs = {stack._env_for(key)["SMARTFLEET_ARTIFACT_DIR"] for key in stack.node_keys}
     assert len(dirs) == 3
     assert all(stack._env_for(key)["SMARTFLEET_NODE_SLOTS"] == "2" for key in stack.node_keys)
+
+
+def test_smartctl_up_keeps_an_explicit_port(tmp_path: Path) -> None:
+    """`smartctl up --gateway-port N` with N taken exits 2 naming the flag; it does not take another port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["up", "--data-dir", str(tmp_path), "--gateway-port", str(port)]
+        refused = runner.invoke(app, [*args, "--scheduler-port", "0"])
+    assert refused.exit_code == 2, refused.output
+    assert f"127.0.0.1:{port} is in use" in refused.stderr and "--gateway-port" in refused.stderr
+    assert not (tmp_path / "stack.json").exists()
