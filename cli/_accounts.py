@@ -9,19 +9,13 @@ from typing import Annotated
 
 import typer
 from google.protobuf.duration_pb2 import Duration
-from rich.markup import escape
-from rich.table import Table
 
 from cli._accounts_client import open_accounts_client
-from cli._errors import CliError, err_console, report_errors
-from cli._output import (
-    OutputFormat,
-    console,
-    message_dict,
-    print_json,
-    short_time_text,
-    timestamp_text,
-)
+from cli._context import output_format
+from cli._data import message_data
+from cli._errors import CliError, report_errors
+from cli._output import Column, OutputFormat, OutputOption, emit_list, emit_one, hint
+from cli._text import short_time_text, timestamp_text, timestamp_value
 from services.common.durations import format_duration, parse_duration
 from smartfleet.v1 import accounts_pb2
 
@@ -32,9 +26,6 @@ app = typer.Typer(
 
 MAX_STORAGE_STATE_FILE = 1024 * 1024
 
-OutputOption = Annotated[
-    OutputFormat, typer.Option("--output", "-o", help="table for people, json for programs.")
-]
 NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The account's name.")]
 LabelOption = Annotated[
     list[str] | None,
@@ -134,11 +125,6 @@ def update_request(
 _STATUS_STYLE = {"active": "green", "cooling": "yellow", "disabled": "dim"}
 
 
-def _status(account: accounts_pb2.Account) -> str:
-    style = _STATUS_STYLE.get(account.status)
-    return f"[{style}]{account.status}[/]" if style else escape(account.status)
-
-
 def _labels(account: accounts_pb2.Account) -> str:
     return " ".join(f"{key}={value}" for key, value in sorted(account.labels.items())) or "-"
 
@@ -150,38 +136,46 @@ def _cooldown(account: accounts_pb2.Account) -> str:
     return format_duration(value) if value > timedelta(0) else "0s"
 
 
-def accounts_table(accounts: Sequence[accounts_pb2.Account]) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("ACCOUNT", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("LABELS", overflow="fold")
-    table.add_column("PROXY", overflow="fold")
-    table.add_column("PER HOUR", justify="right", no_wrap=True)
-    for column in ("COOLDOWN", "STATE", "UNTIL"):
-        table.add_column(column, no_wrap=True)
-    for account in accounts:
-        table.add_row(
-            escape(account.name),
-            _status(account),
-            escape(_labels(account)),
-            escape(account.proxy or "-"),
-            str(account.sessions_per_hour or "-"),
-            _cooldown(account),
-            "stored" if account.has_storage_state else "-",
-            short_time_text(account.cooldown_until),
-        )
-    return table
+ACCOUNT_COLUMNS: list[Column[accounts_pb2.Account]] = [
+    Column(header="ACCOUNT", text=lambda account: account.name),
+    Column(
+        header="STATUS",
+        text=lambda account: account.status,
+        style=lambda account: _STATUS_STYLE.get(account.status),
+    ),
+    Column(header="LABELS", text=_labels, wrap=12, priority=2),
+    Column(header="PROXY", text=lambda account: account.proxy or "-", wrap=16, priority=4),
+    Column(
+        header="PER HOUR",
+        text=lambda account: str(account.sessions_per_hour or "-"),
+        value=lambda account: account.sessions_per_hour,
+        right=True,
+        priority=3,
+    ),
+    Column(header="COOLDOWN", text=_cooldown, priority=5),
+    Column(
+        header="STATE",
+        text=lambda account: "stored" if account.has_storage_state else "-",
+        value=lambda account: account.has_storage_state,
+        priority=1,
+    ),
+    Column(
+        header="UNTIL",
+        text=lambda account: short_time_text(account.cooldown_until),
+        value=lambda account: timestamp_value(account.cooldown_until),
+        priority=1,
+    ),
+]
 
 
-def account_table(account: accounts_pb2.Account) -> Table:
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    rows = [
-        ("account", escape(account.name)),
-        ("status", _status(account)),
-        ("labels", escape(_labels(account))),
-        ("proxy", escape(account.proxy or "-")),
+def account_fields(
+    account: accounts_pb2.Account,
+) -> list[tuple[str, str] | tuple[str, str, str | None]]:
+    return [
+        ("account", account.name),
+        ("status", account.status, _STATUS_STYLE.get(account.status)),
+        ("labels", _labels(account)),
+        ("proxy", account.proxy or "-"),
         ("sessions per hour", str(account.sessions_per_hour or "no limit")),
         ("cooldown", _cooldown(account)),
         ("cooling until", timestamp_text(account.cooldown_until)),
@@ -189,16 +183,16 @@ def account_table(account: accounts_pb2.Account) -> Table:
         ("created", timestamp_text(account.created_at)),
         ("updated", timestamp_text(account.updated_at)),
     ]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
 
 
-def _show(account: accounts_pb2.Account, output: OutputFormat) -> None:
-    if output is OutputFormat.json:
-        print_json(message_dict(account))
-    else:
-        console.print(account_table(account))
+def _show(ctx: typer.Context, account: accounts_pb2.Account, output: OutputFormat | None) -> None:
+    emit_one(
+        account,
+        output=output_format(ctx, output),
+        data=message_data,
+        fields=account_fields,
+        columns=ACCOUNT_COLUMNS,
+    )
 
 
 @app.command("create")
@@ -214,7 +208,7 @@ def create(
     disabled: Annotated[
         bool, typer.Option("--disabled", help="Create it disabled (runs do not use it).")
     ] = False,
-    output: OutputOption = OutputFormat.table,
+    output: OutputOption = None,
 ) -> None:
     """Create an account."""
     account = accounts_pb2.Account(
@@ -229,33 +223,32 @@ def create(
     state = read_storage_state(storage_state) if storage_state else b""
     with open_accounts_client(ctx) as client:
         created = client.create_account(account, storage_state=state)
-    _show(created, output)
+    _show(ctx, created, output)
 
 
 @app.command("ls")
 @report_errors
-def list_accounts(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+def list_accounts(ctx: typer.Context, output: OutputOption = None) -> None:
     """List accounts with their status, labels and limits."""
     with open_accounts_client(ctx) as client:
         accounts = client.list_accounts()
-    if output is OutputFormat.json:
-        print_json({"accounts": [message_dict(account) for account in accounts]})
-        return
-    if not accounts:
-        console.print("no accounts yet: smartctl accounts create NAME --storage-state state.json")
-        return
-    console.print(accounts_table(accounts))
+    emit_list(
+        accounts,
+        columns=ACCOUNT_COLUMNS,
+        output=output_format(ctx, output),
+        key="accounts",
+        data=message_data,
+        empty="no accounts yet: smartctl accounts create NAME --storage-state state.json",
+    )
 
 
 @app.command("get")
 @report_errors
-def get_account(
-    ctx: typer.Context, name: NameArgument, output: OutputOption = OutputFormat.table
-) -> None:
+def get_account(ctx: typer.Context, name: NameArgument, output: OutputOption = None) -> None:
     """Show an account (its storage state stays on the server)."""
     with open_accounts_client(ctx) as client:
         account = client.get_account(name)
-    _show(account, output)
+    _show(ctx, account, output)
 
 
 @app.command("update")
@@ -285,7 +278,7 @@ def update(
             show_default=False,
         ),
     ] = None,
-    output: OutputOption = OutputFormat.table,
+    output: OutputOption = None,
 ) -> None:
     """Change an account; only the flags given change (--label replaces every label)."""
     account, paths = update_request(
@@ -311,7 +304,7 @@ def update(
         )
     with open_accounts_client(ctx) as client:
         updated = client.update_account(account, paths=paths, storage_state=state)
-    _show(updated, output)
+    _show(ctx, updated, output)
 
 
 @app.command("delete")
@@ -320,4 +313,4 @@ def delete(ctx: typer.Context, name: NameArgument) -> None:
     """Delete an account and its stored storage state."""
     with open_accounts_client(ctx) as client:
         client.delete_account(name)
-    err_console.print(f"deleted account {escape(name)}")
+    hint(f"deleted account {name}")

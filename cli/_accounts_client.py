@@ -6,8 +6,7 @@ import typer
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from cli._client import FleetClient
-from cli._config import resolve_connection
-from cli._context import global_options
+from cli._context import connection_for
 from smartfleet.v1 import accounts_pb2
 
 
@@ -41,12 +40,4 @@ class AccountsClient(FleetClient):
 
 
 def open_accounts_client(ctx: typer.Context) -> AccountsClient:
-    options = global_options(ctx)
-    return AccountsClient(
-        resolve_connection(
-            gateway=options.gateway,
-            token=options.token,
-            data_dir=options.data_dir,
-            timeout=options.rpc_timeout,
-        )
-    )
+    return AccountsClient(connection_for(ctx))

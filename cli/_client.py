@@ -10,6 +10,7 @@ import grpc
 
 from cli._config import Connection
 from cli._errors import CliError
+from cli._output import debug
 from smartfleet.v1 import artifacts_pb2, fleet_pb2_grpc, node_pb2, results_pb2, runs_pb2
 
 ResponseT = TypeVar("ResponseT")
@@ -25,10 +26,19 @@ class FleetClient:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
-        self._channel = grpc.insecure_channel(
-            connection.gateway,
-            options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)],
-        )
+        options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+        if connection.ca_file:
+            try:
+                with open(connection.ca_file, "rb") as handle:
+                    root = handle.read()
+            except OSError as error:
+                raise CliError(
+                    f"cannot read the CA file {connection.ca_file}: {error.strerror or error}"
+                ) from error
+            credentials = grpc.ssl_channel_credentials(root_certificates=root)
+            self._channel = grpc.secure_channel(connection.gateway, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(connection.gateway, options=options)
         self._stub = fleet_pb2_grpc.FleetStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {connection.token}"),) if connection.token else ()
@@ -143,15 +153,23 @@ class FleetClient:
     def uncordon_node(self, node_id: str) -> node_pb2.Node:
         return self._unary(self._stub.UncordonNode, node_pb2.NodeRef(node_id=node_id))
 
-    def watch_run(self, run_id: str) -> Iterator[runs_pb2.Run]:
-        """Snapshots of the run until it is final; re-opens the stream when a segment ends."""
+    def watch_run(self, run_id: str, *, deadline: float | None = None) -> Iterator[runs_pb2.Run]:
+        """Snapshots of the run until it is final, or until `deadline` (time.monotonic()).
+
+        Re-opens the stream when a segment ends; past the deadline it simply stops.
+        """
         delivered = False
         failures = 0
         while True:
+            segment = WATCH_SEGMENT_S
+            if deadline is not None:
+                segment = min(segment, deadline - time.monotonic())
+                if segment <= 0:
+                    return
             try:
                 for run in self._stub.WatchRun(
                     runs_pb2.WatchRunRequest(run_id=run_id),
-                    timeout=WATCH_SEGMENT_S,
+                    timeout=segment,
                     metadata=self._metadata,
                 ):
                     delivered, failures = True, 0
@@ -180,10 +198,15 @@ class FleetClient:
             time.sleep(0.5)
 
     def _unary(self, method: Callable[..., ResponseT], request: object) -> ResponseT:
+        started = time.monotonic()
+        name = type(request).__name__
         try:
-            return method(request, timeout=self._connection.timeout, metadata=self._metadata)
+            response = method(request, timeout=self._connection.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
+            debug(f"{name} failed after {1000 * (time.monotonic() - started):.0f} ms")
             self._raise(error)
+        debug(f"{name} answered in {1000 * (time.monotonic() - started):.0f} ms")
+        return response
 
     def _raise(self, error: grpc.RpcError) -> NoReturn:
         raise translate_error(
@@ -219,25 +242,29 @@ def _details(error: grpc.RpcError) -> str:
 
 
 def translate_error(error: grpc.RpcError, *, gateway: str, timeout: float) -> CliError:
-    """The message a user can act on for a failed call; the server's own words when it has them."""
+    """The message a user can act on for a failed call; the server's own words when it has them.
+
+    One style for every status: `<what went wrong in words>: <the server's details>`, so
+    `error: invalid argument: spec.sessions: …` and `error: already exists: …` read alike.
+    """
     code = _code(error)
     details = _details(error)
     if code is grpc.StatusCode.UNAVAILABLE:
         return CliError(
-            f"cannot reach the gateway at {gateway}: is `smartctl up` running? ({details})"
+            f"unavailable: cannot reach the gateway at {gateway}: is `smartctl up` running? "
+            f"({details})"
         )
     if code is grpc.StatusCode.UNAUTHENTICATED:
         return CliError(
-            f"the gateway at {gateway} did not accept the token ({details}): pass --token or set "
-            "SMARTFLEET_TOKEN (`smartctl up` prints the token and keeps it in <data-dir>/stack.json)"
+            f"unauthenticated: the gateway at {gateway} did not accept the token ({details}): "
+            "pass --token, set SMARTFLEET_TOKEN or pick a context with a token file "
+            "(`smartctl up` prints the token and keeps it in <data-dir>/stack.json)"
         )
     if code is grpc.StatusCode.PERMISSION_DENIED:
-        return CliError(f"the token is not allowed to do this: {details}")
+        return CliError(f"permission denied: the token is not allowed to do this: {details}")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return CliError(f"the gateway at {gateway} did not answer within {timeout:g}s")
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        return CliError(f"invalid request: {details}")
-    if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-        return CliError(details)
-    name = code.name if code is not None else "ERROR"
-    return CliError(f"{name}: {details}")
+        return CliError(
+            f"deadline exceeded: the gateway at {gateway} did not answer within {timeout:g}s"
+        )
+    words = code.name.lower().replace("_", " ") if code is not None else "error"
+    return CliError(f"{words}: {details}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cli._errors import CliError
+from cli._profile import Context
 
 DEFAULT_DATA_DIR = ".smartfleet"
 STACK_FILE = "stack.json"
@@ -53,14 +54,36 @@ class Connection:
     token: str | None
     source: str
     timeout: float = 15.0
+    ca_file: str | None = None  # TLS with this CA; plaintext (loopback stacks) without
 
 
 def resolve_connection(
-    *, gateway: str | None, token: str | None, data_dir: Path, timeout: float = 15.0
+    *,
+    gateway: str | None,
+    token: str | None,
+    data_dir: Path,
+    timeout: float = 15.0,
+    ca_file: str | None = None,
+    context: Context | None = None,
+    context_name: str = "",
 ) -> Connection:
-    """Flags/env first; what is missing comes from the stack.json of a local `smartctl up`."""
+    """Flags and env first, then the profile's context, then a local `smartctl up`'s stack.json.
+
+    A token (or CA) from a context or stack.json is only ever used with the gateway it belongs
+    to: an explicit --gateway elsewhere does not get it.
+    """
+    if context is not None and context.gateway and (not gateway or gateway == context.gateway):
+        return Connection(
+            gateway=context.gateway,
+            token=token or context.token(),
+            source=f"context {context_name}" if not gateway else "--gateway",
+            timeout=timeout,
+            ca_file=ca_file or context.ca_file or None,
+        )
     if gateway and token:
-        return Connection(gateway=gateway, token=token, source="--gateway", timeout=timeout)
+        return Connection(
+            gateway=gateway, token=token, source="--gateway", timeout=timeout, ca_file=ca_file
+        )
     stack = read_stack_file(data_dir)
     if not gateway:
         if stack is None or not stack.get("gateway"):
@@ -69,6 +92,7 @@ def resolve_connection(
                 "Start a local stack with `smartctl up` (in another terminal), "
                 "or pass --gateway HOST:PORT and --token "
                 "(env SMARTFLEET_GATEWAY_ADDR, SMARTFLEET_TOKEN), "
+                "or pick a context (`smartctl config ls`), "
                 "or point --data-dir at the directory `smartctl up` uses."
             )
         return Connection(
@@ -76,11 +100,13 @@ def resolve_connection(
             token=token or _str_or_none(stack.get("token")),
             source=str(stack_file(data_dir)),
             timeout=timeout,
+            ca_file=ca_file,
         )
-    # A token from stack.json is only ever sent to the gateway it belongs to.
     if not token and stack is not None and stack.get("gateway") == gateway:
         token = _str_or_none(stack.get("token"))
-    return Connection(gateway=gateway, token=token, source="--gateway", timeout=timeout)
+    return Connection(
+        gateway=gateway, token=token, source="--gateway", timeout=timeout, ca_file=ca_file
+    )
 
 
 def _str_or_none(value: object) -> str | None:

@@ -5,31 +5,30 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from cli._context import open_client
+from cli._context import open_client, output_format
+from cli._data import message_data
 from cli._errors import report_errors
-from cli._output import OutputFormat, console, hosts_table, message_dict, print_json
+from cli._output import OutputOption, emit_list, emit_one, say
+from cli._views import HOST_COLUMNS
 
 app = typer.Typer(help="Target hosts and their error backoff.", no_args_is_help=True)
 
 
 @app.command("ls")
 @report_errors
-def list_hosts(
-    ctx: typer.Context,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.table,
-) -> None:
+def list_hosts(ctx: typer.Context, output: OutputOption = None) -> None:
     """Hosts with recent errors and how long sessions against them wait."""
     with open_client(ctx) as client:
         hosts = client.list_hosts()
-    if output is OutputFormat.json:
-        print_json({"hosts": [message_dict(host) for host in hosts]})
-        return
-    if not hosts:
-        console.print("no host is backing off")
-        return
-    console.print(hosts_table(hosts))
+    emit_list(
+        hosts,
+        columns=HOST_COLUMNS,
+        output=output_format(ctx, output),
+        key="hosts",
+        data=message_data,
+        empty="no host is backing off",
+    )
 
 
 @app.command("reset-backoff")
@@ -39,8 +38,19 @@ def reset_backoff(
     host: Annotated[
         str, typer.Argument(metavar="HOST", help="The target host, e.g. shop.example.com.")
     ],
+    output: OutputOption = None,
 ) -> None:
     """End a host's error backoff now (after fixing the site, say)."""
     with open_client(ctx) as client:
         state = client.reset_host_backoff(host)
-    console.print(f"{escape(state.host)}: backoff reset")
+    fmt = output_format(ctx, output)
+    if not fmt.is_table:
+        emit_one(
+            state,
+            output=fmt,
+            data=message_data,
+            fields=lambda item: [(c.header.lower(), c.text(item)) for c in HOST_COLUMNS],
+            columns=HOST_COLUMNS,
+        )
+        return
+    say(f"{state.host}: backoff reset")

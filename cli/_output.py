@@ -1,374 +1,359 @@
-"""Rendering of Fleet API messages: rich tables for people, JSON (MessageToDict) for programs."""
+"""Every read command's output: `-o table|wide|json|jsonl|csv|yaml`, and the one table helper.
+
+Tables are laid out here, not by Rich, because a table must never cut a value: ids keep their
+full width, columns that may wrap (names, URLs, errors) wrap, and when the terminal (or a pipe,
+80 columns) is still too narrow the lowest-priority columns are left out; `-o wide` shows
+every column at full width, however wide the line gets. Headers never wrap.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Generic, TypeVar
 
-from google.protobuf import json_format
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
+import typer
+import yaml
+from rich.cells import cell_len
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
-from smartfleet.v1 import node_pb2, results_pb2, runs_pb2
+from cli._errors import err_console
+from cli._text import wrap_text
+
+T = TypeVar("T")
 
 console = Console(highlight=False)
 
 
+@contextlib.contextmanager
+def redirect_console(target: Console) -> Iterator[Console]:
+    """Print tables and results to `target` for a while (tests record output this way)."""
+    global console
+    previous, console = console, target
+    try:
+        yield target
+    finally:
+        console = previous
+
+
+GAP = 2  # spaces between columns
+
+
 class OutputFormat(StrEnum):
     table = "table"
+    wide = "wide"
     json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+    yaml = "yaml"
+
+    @property
+    def is_table(self) -> bool:
+        return self in (OutputFormat.table, OutputFormat.wide)
 
 
-def message_dict(message: Message) -> dict[str, Any]:
-    """A message as JSON-ready data: proto field names, zero values included, enums by name."""
-    return json_format.MessageToDict(
-        message,
-        preserving_proto_field_name=True,
-        always_print_fields_with_no_presence=True,
+OutputOption = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="table (fits the terminal), wide (every column), json, jsonl, csv or yaml "
+        "\\[default: table, or the context's output]",
+    ),
+]
+
+
+@dataclass(slots=True)
+class UiState:
+    """What the global -q/-v flags asked for (set once per invocation by the root callback)."""
+
+    quiet: bool = False
+    verbose: bool = False
+
+
+UI = UiState()
+
+
+def hint(message: str | Text) -> None:
+    """A line for people on stderr (progress notes, next steps); -q silences it."""
+    if not UI.quiet:
+        err_console.print(message, soft_wrap=True, markup=False, highlight=False)
+
+
+def debug(message: str) -> None:
+    """A line only -v shows (where the gateway came from, each call and its time)."""
+    if UI.verbose:
+        err_console.print(f"· {message}", style="dim", soft_wrap=True, markup=False)
+
+
+def say(message: str | Text) -> None:
+    """A result line on stdout (not a hint: -q keeps it), printed as is, never as markup."""
+    console.print(message, soft_wrap=True, markup=False, highlight=False)
+
+
+# -- the table helper -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Column(Generic[T]):
+    """One column: its header, its text for people and its value for CSV.
+
+    priority 0 is never left out; when the table is too wide, the column with the highest
+    priority goes first (rightmost first among equals). `wide` columns show only in -o wide.
+    `wrap` > 0 lets the column wrap down to that many characters instead of being left out.
+    """
+
+    header: str
+    text: Callable[[T], str]
+    value: Callable[[T], Any] | None = None
+    key: str = ""
+    priority: int = 0
+    wide: bool = False
+    wrap: int = 0
+    right: bool = False
+    style: Callable[[T], str | None] | None = None
+
+    @property
+    def csv_key(self) -> str:
+        return self.key or self.header.lower().replace(" ", "_")
+
+    def csv_value(self, item: T) -> Any:
+        return self.value(item) if self.value is not None else self.text(item)
+
+
+@dataclass(frozen=True, slots=True)
+class TableLayout:
+    """Which columns are shown at what width, and which were left out."""
+
+    shown: tuple[int, ...]
+    widths: tuple[int, ...]
+    dropped: tuple[str, ...]
+
+
+def layout_table(
+    columns: Sequence[Column[Any]], cells: Sequence[Sequence[str]], *, width: int, wide: bool
+) -> TableLayout:
+    """Fit the columns into `width`: wrap what may wrap, then leave out low-priority columns."""
+    natural = []
+    minimum = []
+    for index, column in enumerate(columns):
+        longest = max(
+            (cell_len(line) for row in cells for line in row[index].splitlines() or [""]),
+            default=0,
+        )
+        natural.append(max(cell_len(column.header), longest))
+        floor = min(natural[-1], max(column.wrap, cell_len(column.header)))
+        minimum.append(floor if column.wrap and not wide else natural[-1])
+    shown = [
+        index
+        for index, column in enumerate(columns)
+        if wide or not (column.wide or (column.priority > 0 and _empty(cells, index)))
+    ]
+    dropped: list[str] = []
+
+    def needed() -> int:
+        return sum(minimum[index] for index in shown) + GAP * max(len(shown) - 1, 0)
+
+    while not wide and needed() > width:
+        droppable = [index for index in shown if columns[index].priority > 0]
+        if not droppable:
+            break  # only essential columns left: the line gets long, nothing is cut
+        victim = max(droppable, key=lambda index: (columns[index].priority, index))
+        shown.remove(victim)
+        dropped.append(columns[victim].header)
+    widths = {index: minimum[index] for index in shown}
+    spare = width - needed()
+    for index in shown:
+        if spare <= 0:
+            break
+        grow = min(spare, natural[index] - widths[index])
+        widths[index] += grow
+        spare -= grow
+    return TableLayout(
+        tuple(shown), tuple(widths[index] for index in shown), tuple(reversed(dropped))
     )
 
 
+def _empty(cells: Sequence[Sequence[str]], index: int) -> bool:
+    """Whether every cell of the column is blank or `-` (an optional column then says nothing)."""
+    return all(row[index] in ("", "-") for row in cells)
+
+
+def table_lines(
+    columns: Sequence[Column[T]],
+    items: Iterable[T],
+    *,
+    width: int,
+    wide: bool = False,
+    show_header: bool = True,
+) -> tuple[list[Text], TableLayout]:
+    """The table as lines of styled text, and the layout it used."""
+    rows = list(items)
+    cells = [[column.text(item) for column in columns] for item in rows]
+    plan = layout_table(columns, cells, width=width, wide=wide)
+    lines: list[Text] = []
+
+    def line(parts: list[tuple[str, int, bool, str | None]]) -> Text:
+        text = Text()
+        for position, (value, size, right, style) in enumerate(parts):
+            if position:
+                text.append(" " * GAP)
+            pad = " " * max(size - cell_len(value), 0)
+            last = position == len(parts) - 1
+            text.append(pad if right else "")
+            text.append(value, style=style or "")
+            if not right and not last:
+                text.append(pad)
+        text.rstrip()
+        return text
+
+    if show_header:
+        lines.append(
+            line(
+                [
+                    (columns[index].header, size, columns[index].right, "bold")
+                    for index, size in zip(plan.shown, plan.widths, strict=True)
+                ]
+            )
+        )
+    for item, row in zip(rows, cells, strict=True):
+        shown = [
+            (columns[index], wrap_text(row[index], size), size)
+            for index, size in zip(plan.shown, plan.widths, strict=True)
+        ]
+        height = max((len(parts) for _, parts, _ in shown), default=1)
+        for depth in range(height):
+            lines.append(
+                line(
+                    [
+                        (
+                            parts[depth] if depth < len(parts) else "",
+                            size,
+                            column.right,
+                            column.style(item) if column.style else None,
+                        )
+                        for column, parts, size in shown
+                    ]
+                )
+            )
+    return lines, plan
+
+
+def print_table(
+    columns: Sequence[Column[T]],
+    items: Iterable[T],
+    *,
+    wide: bool = False,
+    show_header: bool = True,
+) -> None:
+    """Print a table that fits the terminal (80 columns in a pipe); nothing is ever cut."""
+    lines, plan = table_lines(
+        columns, items, width=console.width, wide=wide, show_header=show_header
+    )
+    for text in lines:
+        console.print(text, soft_wrap=True, no_wrap=True, overflow="ignore", crop=False)
+    if plan.dropped:
+        hint(
+            f"(not shown at {console.width} columns: {', '.join(plan.dropped)}; -o wide shows all)"
+        )
+
+
+def print_fields(rows: Sequence[tuple[str, str] | tuple[str, str, str | None]]) -> None:
+    """One object as a two-column table of its fields, with the same helper as every table."""
+    columns: list[Column[tuple[Any, ...]]] = [
+        Column(header="FIELD", text=lambda row: row[0], style=lambda row: "bold"),
+        Column(
+            header="VALUE",
+            text=lambda row: row[1],
+            wrap=20,
+            style=lambda row: row[2] if len(row) > 2 else None,
+        ),
+    ]
+    print_table(columns, rows, show_header=False)
+
+
+# -- machine formats ------------------------------------------------------------------------------
+
+
 def print_json(data: Any) -> None:
-    """JSON on stdout, plain (no rich markup or wrapping), so it pipes into jq."""
+    """JSON on stdout, plain (no markup or wrapping), so it pipes into jq."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
 
 
-def run_status(run: runs_pb2.Run) -> str:
-    return _enum_name(runs_pb2.RunStatus.Name(run.status), "RUN_STATUS_")
+def print_yaml(data: Any) -> None:
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    sys.stdout.flush()
 
 
-def node_state(node: node_pb2.Node) -> str:
-    return _enum_name(node_pb2.NodeState.Name(node.state), "NODE_STATE_")
+def print_jsonl(items: Iterable[Any]) -> None:
+    for data in items:
+        sys.stdout.write(json.dumps(data, sort_keys=False) + "\n")
+    sys.stdout.flush()
 
 
-def outcome_name(outcome: str) -> str:
-    return _enum_name(outcome, "OUTCOME_")
+def write_csv(columns: Sequence[Column[T]], items: Iterable[T], handle: Any = None) -> int:
+    """Every column (the wide table's), one row per item, machine values; returns the rows."""
+    writer = csv.writer(handle or sys.stdout)
+    writer.writerow([column.csv_key for column in columns])
+    count = 0
+    for item in items:
+        writer.writerow([column.csv_value(item) for column in columns])
+        count += 1
+    return count
 
 
-def _enum_name(name: str, prefix: str) -> str:
-    return name.removeprefix(prefix).lower()
+def emit_list(
+    items: Sequence[T],
+    *,
+    columns: Sequence[Column[T]],
+    output: OutputFormat,
+    key: str,
+    data: Callable[[T], Any],
+    empty: str = "",
+) -> None:
+    """A list in the asked format: `{key: [...]}` in JSON/YAML, an object a line in JSONL."""
+    if output is OutputFormat.json:
+        print_json({key: [data(item) for item in items]})
+    elif output is OutputFormat.yaml:
+        print_yaml({key: [data(item) for item in items]})
+    elif output is OutputFormat.jsonl:
+        print_jsonl(data(item) for item in items)
+    elif output is OutputFormat.csv:
+        write_csv(columns, items)
+    elif not items:
+        hint(empty)
+    else:
+        print_table(columns, items, wide=output is OutputFormat.wide)
 
 
-_STATUS_STYLE = {
-    "draft": "dim",
-    "running": "cyan",
-    "paused": "yellow",
-    "completed": "green",
-    "cancelled": "yellow",
-    "failed": "red",
-    "ready": "green",
-    "draining": "yellow",
-    "drained": "yellow",
-    "cordoned": "yellow",
-    "lost": "red",
-}
-
-
-def styled(status: str) -> str:
-    style = _STATUS_STYLE.get(status)
-    return f"[{style}]{status}[/]" if style else status
-
-
-def timestamp_text(value: Timestamp) -> str:
-    if value.seconds == 0 and value.nanos == 0:
-        return "-"
-    return value.ToDatetime(tzinfo=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def short_time_text(value: Timestamp) -> str:
-    if value.seconds == 0 and value.nanos == 0:
-        return "-"
-    local = value.ToDatetime(tzinfo=UTC).astimezone()
-    same_day = local.date() == datetime.now().astimezone().date()
-    return local.strftime("%H:%M:%S" if same_day else "%m-%d %H:%M")
-
-
-def age_text(value: Timestamp, *, now: datetime | None = None) -> str:
-    if value.seconds == 0 and value.nanos == 0:
-        return "-"
-    seconds = ((now or datetime.now(UTC)) - value.ToDatetime(tzinfo=UTC)).total_seconds()
-    if seconds < 120:
-        return f"{max(seconds, 0):.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.0f}h ago"
-
-
-def run_duration_text(run: runs_pb2.Run) -> str:
-    if not run.HasField("started_at") or run.started_at.seconds == 0:
-        return "-"
-    start = run.started_at.ToDatetime(tzinfo=UTC)
-    end = (
-        run.finished_at.ToDatetime(tzinfo=UTC)
-        if run.HasField("finished_at") and run.finished_at.seconds
-        else datetime.now(UTC)
-    )
-    return f"{(end - start).total_seconds():.1f}s"
-
-
-def ms_text(value: float) -> str:
-    return f"{value / 1000:.2f}s" if value >= 10_000 else f"{value:.0f}ms"
-
-
-def runs_table(runs: Sequence[runs_pb2.Run]) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("RUN", no_wrap=True)
-    table.add_column("NAME")
-    table.add_column("STATUS", no_wrap=True)
-    for column in ("PLANNED", "OK", "FAILED", "RETRYING", "IN FLIGHT"):
-        table.add_column(column, justify="right")
-    table.add_column("CREATED", no_wrap=True)
-    for run in runs:
-        counters = run.counters
-        table.add_row(
-            run.id,
-            run.name or "-",
-            styled(run_status(run)),
-            str(counters.planned),
-            str(counters.succeeded),
-            str(counters.failed),
-            str(counters.retrying),
-            str(counters.in_flight),
-            short_time_text(run.created_at),
-        )
-    return table
-
-
-def run_table(run: runs_pb2.Run) -> Table:
-    """One run as a two-column table of its fields."""
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    spec, counters = run.spec, run.counters
-    rows = [
-        ("run", run.id),
-        ("name", run.name or "-"),
-        ("status", styled(run_status(run))),
-        ("targets", "\n".join(spec.targets) or "-"),
-        ("sessions", str(spec.sessions)),
-        ("engine", spec.engine or "chromium"),
-        ("concurrency", str(spec.limits.max_concurrency or "fleet capacity")),
-        (
-            "session timeout",
-            f"{spec.limits.session_timeout.ToTimedelta().total_seconds():g}s"
-            if spec.limits.HasField("session_timeout")
-            else "server default",
-        ),
-        (
-            "progress",
-            f"{counters.succeeded + counters.failed}/{counters.planned} final: "
-            f"{counters.succeeded} ok, {counters.failed} failed, {counters.retrying} retrying, "
-            f"{counters.in_flight} in flight",
-        ),
-        ("created", timestamp_text(run.created_at)),
-        ("started", timestamp_text(run.started_at)),
-        ("finished", timestamp_text(run.finished_at)),
-        ("duration", run_duration_text(run)),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
-
-
-def stats_table(stats: runs_pb2.RunStats) -> Table:
-    """Counts by outcome with their share, then success rate and duration percentiles."""
-    table = Table(box=None, pad_edge=False, header_style="bold", show_footer=False)
-    table.add_column("OUTCOME")
-    table.add_column("COUNT", justify="right")
-    table.add_column("SHARE", justify="right")
-    total = stats.results or sum(item.count for item in stats.outcomes)
-    for item in sorted(stats.outcomes, key=lambda item: -item.count):
-        name = outcome_name(item.outcome)
-        share = f"{100 * item.count / total:.1f}%" if total else "-"
-        table.add_row(
-            f"[green]{name}[/]" if name == "ok" else f"[red]{name}[/]", str(item.count), share
-        )
-    return table
-
-
-def stats_summary(stats: runs_pb2.RunStats) -> str:
-    return (
-        f"results {stats.results}   success rate {100 * stats.success_rate:.1f}%   "
-        f"duration p50 {ms_text(stats.duration_p50_ms)}  p95 {ms_text(stats.duration_p95_ms)}  "
-        f"max {ms_text(stats.duration_max_ms)}"
-    )
-
-
-def metric_text(name: str, value: float) -> str:
-    """A measurement as people read it: durations in ms/s, CLS unitless, bytes in KB/MB."""
-    if name.endswith("_ms"):
-        return ms_text(value)
-    if name == "cls":
-        return f"{value:.3f}"
-    if name == "bytes":
-        for unit, size in (("MB", 1_000_000), ("KB", 1_000)):
-            if value >= size:
-                return f"{value / size:.1f} {unit}"
-        return f"{value:.0f} B"
-    return f"{value:.0f}"
-
-
-def metrics_table(stats: runs_pb2.RunStats) -> Table:
-    """Percentiles of the session measurements (Web Vitals, load, bytes, requests)."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("METRIC")
-    for column in ("P50", "P95", "P99", "N"):
-        table.add_column(column, justify="right")
-    for metric in stats.metrics:
-        table.add_row(
-            metric.name,
-            metric_text(metric.name, metric.p50),
-            metric_text(metric.name, metric.p95),
-            metric_text(metric.name, metric.p99),
-            str(metric.count),
-        )
-    return table
-
-
-def nodes_table(nodes: Sequence[node_pb2.Node], *, now: datetime | None = None) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("NODE", no_wrap=True)
-    table.add_column("HOST")
-    table.add_column("STATE", no_wrap=True)
-    for column in ("SLOTS", "BUSY", "FREE"):
-        table.add_column(column, justify="right")
-    for column in ("ENGINES", "LABELS", "VERSION", "PLAYWRIGHT", "BROWSER"):
-        table.add_column(column)
-    table.add_column("HEARTBEAT", no_wrap=True)
-    for node in nodes:
-        info, load = node.info, node.load
-        labels = ",".join(f"{key}={value}" for key, value in sorted(info.labels.items()))
-        browsers = ", ".join(
-            f"{engine} {version}" for engine, version in sorted(info.browser_versions.items())
-        )
-        table.add_row(
-            info.node_id,
-            info.host or "-",
-            styled(node_state(node)),
-            str(info.slots),
-            str(load.busy_slots),
-            str(load.free_slots),
-            ",".join(info.engines) or "-",
-            labels or "-",
-            info.version or "-",
-            info.playwright_version or "-",
-            browsers or "-",
-            age_text(node.last_heartbeat, now=now),
-        )
-    return table
-
-
-def cells_table(stats: runs_pb2.RunStats) -> Table:
-    """Run statistics broken down by matrix cell."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column, justify in (
-        ("CELL", "left"),
-        ("RESULTS", "right"),
-        ("OK", "right"),
-        ("P50", "right"),
-        ("P95", "right"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for cell in stats.cells:
-        table.add_row(
-            cell.cell or "default",
-            str(cell.results),
-            f"{100 * cell.success_rate:.1f}%",
-            ms_text(cell.duration_p50_ms),
-            ms_text(cell.duration_p95_ms),
-        )
-    return table
-
-
-def jobs_table(jobs: Sequence[runs_pb2.Job]) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("JOB", "STATUS", "ATTEMPT", "OUTCOME", "CELL", "RETRY AT", "ERROR"):
-        table.add_column(column)
-    for job in jobs:
-        table.add_row(
-            job.id,
-            styled(job.status),
-            str(job.attempt),
-            job.outcome or "-",
-            job.cell.key or "-",
-            short_time_text(job.retry_at) if job.HasField("retry_at") else "-",
-            (job.error or "")[:80],
-        )
-    return table
-
-
-def hosts_table(hosts: Sequence[runs_pb2.HostBackoff], *, now: datetime | None = None) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("HOST", "ERRORS IN A ROW", "BACKING OFF UNTIL"):
-        table.add_column(column)
-    for host in hosts:
-        table.add_row(
-            host.host,
-            str(host.consecutive_errors),
-            short_time_text(host.until) if host.HasField("until") else "-",
-        )
-    return table
-
-
-RESULT_COLUMNS = (
-    "job_id",
-    "attempt",
-    "index",
-    "outcome",
-    "error_class",
-    "http_status",
-    "duration_ms",
-    "ttfb_ms",
-    "fcp_ms",
-    "lcp_ms",
-    "cls",
-    "bytes",
-    "requests",
-    "target_url",
-    "final_url",
-    "cell",
-    "account",
-    "node_id",
-    "error",
-    "extracted",
-)
-
-
-def result_row(result: Any) -> dict[str, Any]:
-    """A flat row of a session result for CSV and tables (JSONL keeps the whole message)."""
-    data = message_dict(result)
-    return {
-        "job_id": result.job_id,
-        "attempt": result.attempt,
-        "index": result.index,
-        "outcome": outcome_name(results_outcome_name(result.outcome)),
-        "error_class": data.get("error_class", "").removeprefix("ERROR_CLASS_").lower(),
-        "http_status": result.http_status,
-        "duration_ms": round(result.duration_ms, 1),
-        "ttfb_ms": round(result.vitals.ttfb_ms, 1),
-        "fcp_ms": round(result.vitals.fcp_ms, 1),
-        "lcp_ms": round(result.vitals.lcp_ms, 1),
-        "cls": round(result.vitals.cls, 4),
-        "bytes": result.bytes_transferred,
-        "requests": result.request_count,
-        "target_url": result.target_url,
-        "final_url": result.final_url,
-        "cell": result.cell.key,
-        "account": result.account,
-        "node_id": result.node_id,
-        "error": result.error,
-        "extracted": json.dumps(data.get("extracted") or {}, sort_keys=True)
-        if result.HasField("extracted")
-        else "",
-    }
-
-
-def results_outcome_name(value: results_pb2.Outcome.ValueType) -> str:
-    return results_pb2.Outcome.Name(value)
+def emit_one(
+    item: T,
+    *,
+    output: OutputFormat,
+    data: Callable[[T], Any],
+    fields: Callable[[T], Sequence[tuple[str, str] | tuple[str, str, str | None]]],
+    columns: Sequence[Column[T]] = (),
+) -> None:
+    """One object: its fields as a table for people, else the asked machine format."""
+    if output is OutputFormat.json:
+        print_json(data(item))
+    elif output is OutputFormat.yaml:
+        print_yaml(data(item))
+    elif output is OutputFormat.jsonl:
+        print_jsonl([data(item)])
+    elif output is OutputFormat.csv and columns:
+        write_csv(columns, [item])
+    elif output is OutputFormat.csv:
+        writer = csv.writer(sys.stdout)
+        rows = fields(item)
+        writer.writerow([row[0] for row in rows])
+        writer.writerow([row[1] for row in rows])
+    else:
+        print_fields(fields(item))

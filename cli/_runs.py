@@ -1,93 +1,76 @@
-"""`smartctl run …`: create, start, get, list and watch runs."""
+"""`smartctl run …`: create, validate, start, get, list, watch and steer runs."""
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
-from collections.abc import Iterable
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.progress import Progress
-from rich.table import Table
 
-from cli._context import open_client
-from cli._errors import CliError, err_console, report_errors
-from cli._output import (
-    RESULT_COLUMNS,
-    OutputFormat,
-    console,
-    jobs_table,
-    message_dict,
-    metric_text,
-    print_json,
-    result_row,
-    run_status,
-    run_table,
-    runs_table,
-)
-from cli._spec import build_spec, load_spec_document
+from cli._context import open_client, output_format
+from cli._data import message_data
+from cli._errors import CliError, report_errors
+from cli._output import OutputFormat, OutputOption, emit_list, emit_one, hint, say
+from cli._plan_view import print_plan
+from cli._run_app import RunArgument, app
+from cli._spec import build_spec, load_spec_document, validated_spec
+from cli._text import plural
+from cli._views import RUN_COLUMNS, run_fields, run_status
 from cli._watch import watch_run
+from services.common.durations import parse_duration
+from services.scheduler._plan_summary import summarize_plan
+from smartfleet.v1 import runs_pb2
 
-app = typer.Typer(help="Create, start, inspect and watch runs.", no_args_is_help=True)
-
-OutputOption = Annotated[
-    OutputFormat, typer.Option("--output", "-o", help="table for people, json for programs.")
+SpecFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        "-f",
+        metavar="SPEC",
+        help="Run spec as YAML or JSON (${VAR} and ${VAR:-default} are read from the "
+        "environment); flags override its fields.",
+    ),
 ]
-RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="The run id.")]
+TargetsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target",
+        "-t",
+        metavar="URL",
+        help="Target URL (repeat for several); replaces the file's targets.",
+    ),
+]
+SessionsOption = Annotated[
+    int | None, typer.Option("--sessions", "-n", help="Total sessions (default 1).")
+]
+NameOption = Annotated[str | None, typer.Option("--name", help="A name for the run.")]
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency", "-c", help="At most this many sessions at once (0: fleet capacity)."
+    ),
+]
+TimeoutOption = Annotated[
+    str | None,
+    typer.Option("--timeout", metavar="DURATION", help="Session timeout, e.g. 30s or 2m."),
+]
+EngineOption = Annotated[
+    str | None, typer.Option("--engine", help="chromium (default), firefox or webkit.")
+]
 
 
-@app.command("create")
-@report_errors
-def create(
-    ctx: typer.Context,
-    targets: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--target",
-            "-t",
-            metavar="URL",
-            help="Target URL (repeat for several); replaces the file's targets.",
-        ),
-    ] = None,
-    sessions: Annotated[
-        int | None, typer.Option("--sessions", "-n", help="Total sessions (default 1).")
-    ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="A name for the run.")] = None,
-    concurrency: Annotated[
-        int | None,
-        typer.Option(
-            "--concurrency",
-            "-c",
-            help="At most this many sessions at once (0: fleet capacity).",
-        ),
-    ] = None,
-    timeout: Annotated[
-        str | None,
-        typer.Option("--timeout", metavar="DURATION", help="Session timeout, e.g. 30s or 2m."),
-    ] = None,
-    engine: Annotated[
-        str | None, typer.Option("--engine", help="chromium (default), firefox or webkit.")
-    ] = None,
-    spec_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--file",
-            "-f",
-            metavar="SPEC",
-            help="Run spec as YAML or JSON; flags override its fields.",
-        ),
-    ] = None,
-    start: Annotated[bool, typer.Option("--start", help="Start the run at once.")] = False,
-    output: OutputOption = OutputFormat.table,
-) -> None:
-    """Create a run (a draft unless --start) and print its id."""
+def _spec_from(
+    spec_file: Path | None,
+    *,
+    targets: list[str] | None,
+    sessions: int | None,
+    name: str | None,
+    concurrency: int | None,
+    timeout: str | None,
+    engine: str | None,
+) -> runs_pb2.RunSpec:
     document = load_spec_document(spec_file) if spec_file else None
-    spec = build_spec(
+    return build_spec(
         document=document,
         source=str(spec_file) if spec_file else "spec",
         targets=targets or (),
@@ -97,52 +80,130 @@ def create(
         timeout=timeout,
         engine=engine,
     )
+
+
+def _print_dry_run(ctx: typer.Context, spec: runs_pb2.RunSpec, output: OutputFormat | None) -> None:
+    checked = validated_spec(spec)
+    print_plan(
+        summarize_plan(checked),
+        name=checked.name,
+        output=output_format(ctx, output),
+        title=f"plan of {checked.name or 'the run'} (nothing created)",
+    )
+
+
+@app.command("create")
+@report_errors
+def create(
+    ctx: typer.Context,
+    targets: TargetsOption = None,
+    sessions: SessionsOption = None,
+    name: NameOption = None,
+    concurrency: ConcurrencyOption = None,
+    timeout: TimeoutOption = None,
+    engine: EngineOption = None,
+    spec_file: SpecFileOption = None,
+    start: Annotated[bool, typer.Option("--start", help="Start the run at once.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the plan (as `run validate`); create nothing."),
+    ] = False,
+    output: OutputOption = None,
+) -> None:
+    """Create a run (a draft unless --start) and print its id."""
+    spec = _spec_from(
+        spec_file,
+        targets=targets,
+        sessions=sessions,
+        name=name,
+        concurrency=concurrency,
+        timeout=timeout,
+        engine=engine,
+    )
+    if dry_run:
+        _print_dry_run(ctx, spec, output)
+        return
     with open_client(ctx) as client:
         run = client.create_run(spec, start=start)
-    if output is OutputFormat.json:
-        print_json({"run_id": run.id, "status": run_status(run)})
+    fmt = output_format(ctx, output)
+    if not fmt.is_table:
+        # The run as `run get` shows it, plus `run_id` (what scripts read since the first -o json).
+        emit_one(
+            run,
+            output=fmt,
+            data=lambda item: {"run_id": item.id, **message_data(item)},
+            fields=run_fields,
+            columns=RUN_COLUMNS,
+        )
         return
     # The id alone on stdout, so `RUN=$(smartctl run create …)` works; the rest is for people.
     print(run.id, flush=True)
-    hint = (
-        f"watch it: smartctl run watch {run.id}"
-        if start
-        else f"start it: smartctl run start {run.id}"
+    next_step = f"smartctl run watch {run.id}" if start else f"smartctl run start {run.id}"
+    hint(
+        f"created run {run.id} ({run_status(run)}, "
+        f"{plural(run.spec.sessions or spec.sessions, 'session')}); "
+        f"{'watch' if start else 'start'} it: {next_step}"
     )
-    err_console.print(
-        f"created run {escape(run.id)} ({run_status(run)}, {run.spec.sessions or spec.sessions} sessions); "
-        f"{escape(hint)}"
+
+
+@app.command("validate")
+@report_errors
+def validate(
+    ctx: typer.Context,
+    spec_file: SpecFileOption = None,
+    targets: TargetsOption = None,
+    sessions: SessionsOption = None,
+    name: NameOption = None,
+    concurrency: ConcurrencyOption = None,
+    timeout: TimeoutOption = None,
+    engine: EngineOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Check a spec and print its plan: sessions per cell and target, hosts, pacing timeline.
+
+    Nothing is created and no gateway is needed. Whether the server's allowlist allows each
+    host is checked when the run is created.
+    """
+    if spec_file is None and not targets:
+        raise CliError("nothing to validate: pass -f SPEC (and/or --target URL)")
+    spec = _spec_from(
+        spec_file,
+        targets=targets,
+        sessions=sessions,
+        name=name,
+        concurrency=concurrency,
+        timeout=timeout,
+        engine=engine,
     )
+    _print_dry_run(ctx, spec, output)
 
 
 @app.command("start")
 @report_errors
-def start_run(
-    ctx: typer.Context, run_id: RunArgument, output: OutputOption = OutputFormat.table
-) -> None:
+def start_run(ctx: typer.Context, run_id: RunArgument, output: OutputOption = None) -> None:
     """Start a draft run."""
     with open_client(ctx) as client:
         run = client.start_run(run_id)
-    if output is OutputFormat.json:
-        print_json(message_dict(run))
+    fmt = output_format(ctx, output)
+    if not fmt.is_table:
+        emit_one(run, output=fmt, data=message_data, fields=run_fields, columns=RUN_COLUMNS)
         return
-    console.print(
-        f"run {escape(run.id)} is {run_status(run)}; watch it: smartctl run watch {escape(run.id)}"
-    )
+    say(f"run {run.id} is {run_status(run)}; watch it: smartctl run watch {run.id}")
 
 
 @app.command("get")
 @report_errors
-def get_run(
-    ctx: typer.Context, run_id: RunArgument, output: OutputOption = OutputFormat.table
-) -> None:
+def get_run(ctx: typer.Context, run_id: RunArgument, output: OutputOption = None) -> None:
     """Show a run: spec, status and counters."""
     with open_client(ctx) as client:
         run = client.get_run(run_id)
-    if output is OutputFormat.json:
-        print_json(message_dict(run))
-        return
-    console.print(run_table(run))
+    emit_one(
+        run,
+        output=output_format(ctx, output),
+        data=message_data,
+        fields=run_fields,
+        columns=RUN_COLUMNS,
+    )
 
 
 @app.command("ls")
@@ -152,284 +213,94 @@ def list_runs(
     limit: Annotated[
         int, typer.Option("--limit", min=1, max=1000, help="At most this many runs, newest first.")
     ] = 20,
-    output: OutputOption = OutputFormat.table,
+    output: OutputOption = None,
 ) -> None:
     """List recent runs."""
     with open_client(ctx) as client:
         runs = client.list_runs(limit=limit)
-    if output is OutputFormat.json:
-        print_json({"runs": [message_dict(run) for run in runs]})
-        return
-    if not runs:
-        console.print("no runs yet: smartctl run create --target URL --sessions N --start")
-        return
-    console.print(runs_table(runs))
+    emit_list(
+        runs,
+        columns=RUN_COLUMNS,
+        output=output_format(ctx, output),
+        key="runs",
+        data=message_data,
+        empty="no runs yet: smartctl run create --target URL --sessions N --start",
+    )
 
 
 @app.command("watch")
 @report_errors
 def watch(
-    ctx: typer.Context, run_id: RunArgument, output: OutputOption = OutputFormat.table
+    ctx: typer.Context,
+    run_id: RunArgument,
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout",
+            metavar="DURATION",
+            help="Give up after this long (e.g. 10m), exit code 2; the run goes on.",
+        ),
+    ] = None,
+    wait_start: Annotated[
+        bool,
+        typer.Option("--wait-start", help="On a draft, wait for someone to start it."),
+    ] = False,
+    output: OutputOption = None,
 ) -> None:
-    """Follow a run to its end, then summarise it.
+    """Follow a run to its end, then summarise it (outcomes, top failure reasons, percentiles).
 
     Exit code 0 when the run completed with every session ok, 1 when it completed with
-    failed sessions, 2 when it was cancelled or failed, or on error.
+    failed sessions, 2 when it was cancelled or failed, is a draft (without --wait-start),
+    the --timeout passed, or on error.
     """
+    limit = None
+    if timeout is not None:
+        try:
+            limit = parse_duration(timeout)
+        except ValueError as error:
+            raise CliError(f"--timeout: {error}") from error
+        if limit.total_seconds() <= 0:
+            raise CliError(f"--timeout: must be positive, got {timeout!r}")
     with open_client(ctx) as client:
-        code = watch_run(client, run_id, output=output)
+        code = watch_run(
+            client, run_id, output=output_format(ctx, output), timeout=limit, wait_start=wait_start
+        )
     raise typer.Exit(code)
 
 
-def _lifecycle(ctx: typer.Context, run_id: str, output: OutputFormat, verb: str) -> None:
+def _lifecycle(ctx: typer.Context, run_id: str, output: OutputFormat | None, verb: str) -> None:
     with open_client(ctx) as client:
         run = getattr(client, f"{verb}_run")(run_id)
-    if output is OutputFormat.json:
-        print_json(message_dict(run))
+    fmt = output_format(ctx, output)
+    if not fmt.is_table:
+        emit_one(run, output=fmt, data=message_data, fields=run_fields, columns=RUN_COLUMNS)
         return
-    console.print(f"run {escape(run.id)} is {run_status(run)}")
+    say(f"run {run.id} is {run_status(run)}")
 
 
 @app.command("pause")
 @report_errors
-def pause(
-    ctx: typer.Context, run_id: RunArgument, output: OutputOption = OutputFormat.table
-) -> None:
+def pause(ctx: typer.Context, run_id: RunArgument, output: OutputOption = None) -> None:
     """Stop dispatching new sessions; sessions already running finish."""
     _lifecycle(ctx, run_id, output, "pause")
 
 
 @app.command("resume")
 @report_errors
-def resume(
-    ctx: typer.Context, run_id: RunArgument, output: OutputOption = OutputFormat.table
-) -> None:
+def resume(ctx: typer.Context, run_id: RunArgument, output: OutputOption = None) -> None:
     """Dispatch again after a pause."""
     _lifecycle(ctx, run_id, output, "resume")
 
 
 @app.command("cancel")
 @report_errors
-def cancel(
-    ctx: typer.Context, run_id: RunArgument, output: OutputOption = OutputFormat.table
-) -> None:
+def cancel(ctx: typer.Context, run_id: RunArgument, output: OutputOption = None) -> None:
     """End the run now: queued sessions are dropped, running ones aborted; results are kept."""
     _lifecycle(ctx, run_id, output, "cancel")
 
 
 @app.command("expedite")
 @report_errors
-def expedite(
-    ctx: typer.Context, run_id: RunArgument, output: OutputOption = OutputFormat.table
-) -> None:
+def expedite(ctx: typer.Context, run_id: RunArgument, output: OutputOption = None) -> None:
     """Start every remaining session now, regardless of the pacing plan."""
     _lifecycle(ctx, run_id, output, "expedite")
-
-
-@app.command("jobs")
-@report_errors
-def jobs(
-    ctx: typer.Context,
-    run_id: RunArgument,
-    status: Annotated[
-        str, typer.Option("--status", help="Only jobs in this status: dead, retry_wait, failed, …")
-    ] = "",
-    limit: Annotated[int, typer.Option("--limit", min=1, max=5000)] = 100,
-    output: OutputOption = OutputFormat.table,
-) -> None:
-    """List a run's jobs (one per session), e.g. the dead ones."""
-    with open_client(ctx) as client:
-        found = client.list_jobs(run_id, status=status, limit=limit)
-    if output is OutputFormat.json:
-        print_json({"jobs": [message_dict(job) for job in found]})
-        return
-    if not found:
-        console.print("no jobs" + (f" in status {escape(status)}" if status else ""))
-        return
-    console.print(jobs_table(found))
-
-
-RESULT_TABLE_COLUMNS = (
-    "index",
-    "attempt",
-    "outcome",
-    "http_status",
-    "duration_ms",
-    "cell",
-    "final_url",
-)
-# Short headers so the table fits a narrow terminal; only cell and URL give way.
-RESULT_TABLE_HEADERS = {"index": "#", "attempt": "TRY", "http_status": "HTTP", "duration_ms": "MS"}
-RESULT_TABLE_MAX_WIDTH = {"cell": 26, "final_url": 36}
-
-
-class ResultFormat(StrEnum):
-    table = "table"
-    jsonl = "jsonl"
-    csv = "csv"
-
-
-@app.command("results")
-@report_errors
-def results(
-    ctx: typer.Context,
-    run_id: RunArgument,
-    fmt: Annotated[
-        ResultFormat, typer.Option("--format", help="table, jsonl or csv.")
-    ] = ResultFormat.table,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Write to this file instead of stdout.")
-    ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="At most this many (0: all).")] = 0,
-) -> None:
-    """Show or export a run's session results (JSONL keeps every field, CSV a flat row each)."""
-    with open_client(ctx) as client:
-        total = client.get_run_stats(run_id).results
-        stream = client.iter_results(run_id)
-        if fmt is ResultFormat.table:
-            rows = [result_row(r) for r, _ in zip(stream, range(limit or 50), strict=False)]
-            table = Table(box=None, pad_edge=False, header_style="bold")
-            for column in RESULT_TABLE_COLUMNS:
-                table.add_column(
-                    RESULT_TABLE_HEADERS.get(column, column.upper()),
-                    no_wrap=column not in RESULT_TABLE_MAX_WIDTH,
-                    overflow="ellipsis",
-                    max_width=RESULT_TABLE_MAX_WIDTH.get(column),
-                )
-            for row in rows:
-                table.add_row(*(str(row[column]) for column in RESULT_TABLE_COLUMNS))
-            console.print(table)
-            if total > len(rows):
-                err_console.print(
-                    f"{len(rows)} of {total} results; export all with --format jsonl|csv --out FILE"
-                )
-            return
-        written = export_results(
-            stream, fmt=fmt.value, out=out, total=min(total, limit) if limit else total, limit=limit
-        )
-    if out is not None:
-        err_console.print(f"wrote {written} results to {escape(str(out))}")
-
-
-def export_results(
-    stream: Iterable[Any], *, fmt: str, out: Path | None, total: int, limit: int
-) -> int:
-    """Write results as JSONL or CSV, with a progress bar when writing to a file."""
-    handle = open(out, "w", newline="", encoding="utf-8") if out else sys.stdout
-    written = 0
-    try:
-        writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS) if fmt == "csv" else None
-        if writer:
-            writer.writeheader()
-        with Progress(transient=True, console=err_console, disable=out is None) as progress:
-            task = progress.add_task("exporting", total=total or None)
-            for result in stream:
-                if limit and written >= limit:
-                    break
-                if writer:
-                    writer.writerow(result_row(result))
-                else:
-                    handle.write(json.dumps(message_dict(result), sort_keys=True) + "\n")
-                written += 1
-                progress.advance(task)
-    finally:
-        if out:
-            handle.close()
-    return written
-
-
-@app.command("artifacts")
-@report_errors
-def artifacts(
-    ctx: typer.Context,
-    run_id: RunArgument,
-    job: Annotated[
-        str, typer.Option("--job", "-j", metavar="JOB", help="Only this job's artifacts.")
-    ] = "",
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            metavar="DIR",
-            help="Download them into DIR (as <job>/<attempt>/<name>); without it, list them.",
-        ),
-    ] = None,
-    output: OutputOption = OutputFormat.table,
-) -> None:
-    """List or download a run's artifacts: screenshots, Playwright traces, HARs."""
-    with open_client(ctx) as client:
-        found = list(client.iter_artifacts(run_id, job_id=job))
-        if out is None:
-            _print_artifacts(found, run_id=run_id, job=job, output=output)
-            return
-        written = _download_artifacts(client, found, out)
-    total = sum(artifact.size_bytes for artifact in found)
-    if output is OutputFormat.json:
-        print_json(
-            {
-                "run_id": run_id,
-                "out": str(out),
-                "files": [str(path) for path in written],
-                "bytes": total,
-            }
-        )
-        return
-    where = escape(str(out))
-    err_console.print(
-        f"downloaded {len(written)} artifact(s), {metric_text('bytes', total)}, to {where}"
-        if written
-        else f"no artifacts for run {escape(run_id)}" + (f" job {escape(job)}" if job else "")
-    )
-
-
-def _print_artifacts(found: list[Any], *, run_id: str, job: str, output: OutputFormat) -> None:
-    if output is OutputFormat.json:
-        print_json({"artifacts": [message_dict(artifact) for artifact in found]})
-        return
-    if not found:
-        scope = f"job {escape(job)} of run {escape(run_id)}" if job else f"run {escape(run_id)}"
-        console.print(
-            f"no artifacts for {scope} (kept per the run's `artifacts` policy: "
-            "never, on_failure or always)"
-        )
-        return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("JOB", "TRY", "NAME", "SIZE", "CREATED"):
-        table.add_column(column, no_wrap=True)
-    for artifact in found:
-        table.add_row(
-            escape(artifact.job_id),
-            str(artifact.attempt),
-            escape(artifact.name),
-            metric_text("bytes", artifact.size_bytes),
-            artifact.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
-        )
-    console.print(table)
-    total = sum(artifact.size_bytes for artifact in found)
-    err_console.print(
-        f"{len(found)} artifact(s), {metric_text('bytes', total)}; "
-        f"download with `smartctl run artifacts {escape(run_id)} --out DIR`"
-    )
-
-
-def _download_artifacts(client: Any, found: list[Any], out: Path) -> list[Path]:
-    """Each artifact to out/<job>/<attempt>/<name>, written whole or not at all."""
-    written: list[Path] = []
-    total = sum(artifact.size_bytes for artifact in found)
-    with Progress(transient=True, console=err_console) as progress:
-        task = progress.add_task("downloading", total=total or None)
-        for artifact in found:
-            # The key's parts were checked by the scheduler; refuse anything else anyway.
-            parts = (artifact.job_id, str(artifact.attempt), artifact.name)
-            if any(not part or part.startswith(".") or "/" in part for part in parts):
-                raise CliError(f"refusing the artifact key {artifact.key!r}")
-            target = out.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.part")
-            with open(partial, "wb") as handle:
-                client.download_artifact(
-                    artifact.key, handle, on_bytes=lambda n: progress.advance(task, n)
-                )
-            partial.replace(target)
-            written.append(target)
-    return written

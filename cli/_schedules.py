@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from cli._errors import err_console, report_errors
-from cli._output import (
-    OutputFormat,
-    console,
-    message_dict,
-    print_json,
-    short_time_text,
-    timestamp_text,
-)
+from cli._context import output_format
+from cli._data import message_data
+from cli._errors import report_errors
+from cli._output import Column, OutputFormat, OutputOption, emit_list, emit_one, hint, say
 from cli._schedules_client import open_schedules_client
 from cli._spec import build_spec, load_spec_document
+from cli._text import short_time_text, timestamp_text, timestamp_value
 from smartfleet.v1 import accounts_pb2, runs_pb2
 
 app = typer.Typer(
@@ -28,9 +21,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-OutputOption = Annotated[
-    OutputFormat, typer.Option("--output", "-o", help="table for people, json for programs.")
-]
 NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="The schedule's name.")]
 
 
@@ -48,59 +38,67 @@ def schedule_message(
 
 
 def _state(schedule: accounts_pb2.Schedule) -> str:
-    return "[yellow]paused[/]" if schedule.paused else "[green]active[/]"
+    return "paused" if schedule.paused else "active"
 
 
-def schedules_table(schedules: Sequence[accounts_pb2.Schedule]) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("SCHEDULE", no_wrap=True)
-    table.add_column("CRON", no_wrap=True)
-    table.add_column("TIMEZONE", overflow="fold")
-    for column in ("STATE", "NEXT", "LAST"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("RUNS", justify="right", no_wrap=True)
-    table.add_column("LAST RUN", no_wrap=True)
-    for schedule in schedules:
-        table.add_row(
-            escape(schedule.name),
-            escape(schedule.cron),
-            escape(schedule.timezone or "UTC"),
-            _state(schedule),
-            short_time_text(schedule.next_fire_at),
-            short_time_text(schedule.last_fire_at),
-            str(schedule.runs_created),
-            schedule.last_run_id or "-",
-        )
-    return table
+def _state_style(schedule: accounts_pb2.Schedule) -> str:
+    return "yellow" if schedule.paused else "green"
 
 
-def schedule_table(schedule: accounts_pb2.Schedule) -> Table:
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+SCHEDULE_COLUMNS: list[Column[accounts_pb2.Schedule]] = [
+    Column(header="SCHEDULE", text=lambda schedule: schedule.name),
+    Column(header="CRON", text=lambda schedule: schedule.cron),
+    Column(header="TIMEZONE", text=lambda schedule: schedule.timezone or "UTC", priority=4),
+    Column(header="STATE", text=_state, style=_state_style),
+    Column(
+        header="NEXT",
+        text=lambda schedule: short_time_text(schedule.next_fire_at),
+        value=lambda schedule: timestamp_value(schedule.next_fire_at),
+        priority=1,
+    ),
+    Column(
+        header="LAST",
+        text=lambda schedule: short_time_text(schedule.last_fire_at),
+        value=lambda schedule: timestamp_value(schedule.last_fire_at),
+        priority=3,
+    ),
+    Column(
+        header="RUNS",
+        text=lambda schedule: str(schedule.runs_created),
+        value=lambda schedule: schedule.runs_created,
+        right=True,
+        priority=2,
+    ),
+    Column(header="LAST RUN", text=lambda schedule: schedule.last_run_id or "-", priority=5),
+]
+
+
+def schedule_fields(
+    schedule: accounts_pb2.Schedule,
+) -> list[tuple[str, str] | tuple[str, str, str | None]]:
     template = schedule.template
-    rows = [
-        ("schedule", escape(schedule.name)),
-        ("cron", f"{escape(schedule.cron)} ({escape(schedule.timezone or 'UTC')})"),
-        ("state", _state(schedule)),
+    return [
+        ("schedule", schedule.name),
+        ("cron", f"{schedule.cron} ({schedule.timezone or 'UTC'})"),
+        ("state", _state(schedule), _state_style(schedule)),
         ("next tick", timestamp_text(schedule.next_fire_at)),
         ("last tick", timestamp_text(schedule.last_fire_at)),
         ("runs created", str(schedule.runs_created)),
         ("last run", schedule.last_run_id or "-"),
-        ("targets", escape("\n".join(template.targets)) or "-"),
+        ("targets", "\n".join(template.targets) or "-"),
         ("sessions", str(template.sessions)),
         ("created", timestamp_text(schedule.created_at)),
     ]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
 
 
-def _show(schedule: accounts_pb2.Schedule, output: OutputFormat) -> None:
-    if output is OutputFormat.json:
-        print_json(message_dict(schedule))
-    else:
-        console.print(schedule_table(schedule))
+def _show(ctx: typer.Context, schedule: accounts_pb2.Schedule, output: OutputFormat | None) -> None:
+    emit_one(
+        schedule,
+        output=output_format(ctx, output),
+        data=message_data,
+        fields=schedule_fields,
+        columns=SCHEDULE_COLUMNS,
+    )
 
 
 @app.command("create")
@@ -142,7 +140,7 @@ def create(
         str | None, typer.Option("--engine", help="chromium (default), firefox or webkit.")
     ] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
-    output: OutputOption = OutputFormat.table,
+    output: OutputOption = None,
 ) -> None:
     """Create a schedule; each tick creates and starts a run named NAME-<YYYYmmddTHHMM>."""
     document = load_spec_document(spec_file) if spec_file else None
@@ -158,65 +156,58 @@ def create(
     message = schedule_message(name, cron=cron, timezone=timezone, template=template, paused=paused)
     with open_schedules_client(ctx) as client:
         schedule = client.create_schedule(message)
-    _show(schedule, output)
+    _show(ctx, schedule, output)
 
 
 @app.command("ls")
 @report_errors
-def list_schedules(ctx: typer.Context, output: OutputOption = OutputFormat.table) -> None:
+def list_schedules(ctx: typer.Context, output: OutputOption = None) -> None:
     """List schedules with their next and last tick."""
     with open_schedules_client(ctx) as client:
         schedules = client.list_schedules()
-    if output is OutputFormat.json:
-        print_json({"schedules": [message_dict(schedule) for schedule in schedules]})
-        return
-    if not schedules:
-        console.print(
-            'no schedules yet: smartctl schedules create NAME --cron "*/15 * * * *" -f run.yaml'
-        )
-        return
-    console.print(schedules_table(schedules))
+    emit_list(
+        schedules,
+        columns=SCHEDULE_COLUMNS,
+        output=output_format(ctx, output),
+        key="schedules",
+        data=message_data,
+        empty='no schedules yet: smartctl schedules create NAME --cron "*/15 * * * *" -f run.yaml',
+    )
 
 
 @app.command("get")
 @report_errors
-def get_schedule(
-    ctx: typer.Context, name: NameArgument, output: OutputOption = OutputFormat.table
-) -> None:
+def get_schedule(ctx: typer.Context, name: NameArgument, output: OutputOption = None) -> None:
     """Show a schedule and its run template."""
     with open_schedules_client(ctx) as client:
         schedule = client.get_schedule(name)
-    _show(schedule, output)
+    _show(ctx, schedule, output)
 
 
-def _set_paused(ctx: typer.Context, name: str, *, paused: bool, output: OutputFormat) -> None:
+def _set_paused(
+    ctx: typer.Context, name: str, *, paused: bool, output: OutputFormat | None
+) -> None:
     with open_schedules_client(ctx) as client:
         schedule = client.set_paused(name, paused=paused)
-    if output is OutputFormat.json:
-        print_json(message_dict(schedule))
-        return
-    if paused:
-        console.print(f"schedule {escape(name)} is paused")
+    fmt = output_format(ctx, output)
+    if not fmt.is_table:
+        _show(ctx, schedule, fmt)
+    elif paused:
+        say(f"schedule {name} is paused")
     else:
-        console.print(
-            f"schedule {escape(name)} is active; next tick {timestamp_text(schedule.next_fire_at)}"
-        )
+        say(f"schedule {name} is active; next tick {timestamp_text(schedule.next_fire_at)}")
 
 
 @app.command("pause")
 @report_errors
-def pause(
-    ctx: typer.Context, name: NameArgument, output: OutputOption = OutputFormat.table
-) -> None:
+def pause(ctx: typer.Context, name: NameArgument, output: OutputOption = None) -> None:
     """Stop creating runs until resumed (runs already started go on)."""
     _set_paused(ctx, name, paused=True, output=output)
 
 
 @app.command("resume")
 @report_errors
-def resume(
-    ctx: typer.Context, name: NameArgument, output: OutputOption = OutputFormat.table
-) -> None:
+def resume(ctx: typer.Context, name: NameArgument, output: OutputOption = None) -> None:
     """Fire again from the next tick on (ticks missed while paused are skipped)."""
     _set_paused(ctx, name, paused=False, output=output)
 
@@ -227,4 +218,4 @@ def delete(ctx: typer.Context, name: NameArgument) -> None:
     """Delete a schedule (the runs it created stay)."""
     with open_schedules_client(ctx) as client:
         client.delete_schedule(name)
-    err_console.print(f"deleted schedule {escape(name)}")
+    hint(f"deleted schedule {name}")

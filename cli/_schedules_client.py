@@ -5,8 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli._client import FleetClient
-from cli._config import resolve_connection
-from cli._context import global_options
+from cli._context import connection_for
 from smartfleet.v1 import accounts_pb2
 
 
@@ -34,12 +33,4 @@ class SchedulesClient(FleetClient):
 
 
 def open_schedules_client(ctx: typer.Context) -> SchedulesClient:
-    options = global_options(ctx)
-    return SchedulesClient(
-        resolve_connection(
-            gateway=options.gateway,
-            token=options.token,
-            data_dir=options.data_dir,
-            timeout=options.rpc_timeout,
-        )
-    )
+    return SchedulesClient(connection_for(ctx))

@@ -5,13 +5,17 @@ Every flag falls back to its SMARTFLEET_* environment variable, then to the serv
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+from rich.markup import escape
 
 from cli._errors import CliError, report_errors
 from services.common.config import GatewaySettings, NodeSettings, SchedulerSettings
+from services.common.durations import format_duration
 
 scheduler_app = typer.Typer(
     help="The scheduler: runs, jobs, dispatch, results.", no_args_is_help=True
@@ -24,33 +28,56 @@ gateway_app = typer.Typer(
 )
 
 SettingsT = TypeVar("SettingsT", SchedulerSettings, NodeSettings, GatewaySettings)
+_ENV_PREFIX = "SMARTFLEET_"
+
+
+def default_text(value: Any) -> str:
+    """A setting's default as a flag or env value is written."""
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None or value == "":
+        return "none"
+    return str(value)
+
+
+def setting_help(field: str, text: str, cls: type[BaseSettings] = SchedulerSettings) -> str:
+    """Help text with the setting's environment variable and its real default (from the
+    settings class), escaped so Rich does not read `[env …]` as markup."""
+    info = cls.model_fields[field]
+    default = info.get_default(call_default_factory=True)
+    return escape(f"{text} [env: {_ENV_PREFIX}{field.upper()}] [default: {default_text(default)}]")
+
 
 LogLevel = Annotated[
-    str | None, typer.Option("--log-level", help="DEBUG, INFO, … [env SMARTFLEET_LOG_LEVEL]")
+    str | None,
+    typer.Option("--log-level", help=setting_help("log_level", "DEBUG, INFO, WARNING or ERROR.")),
 ]
 LogJson = Annotated[
     bool | None,
     typer.Option(
-        "--log-json/--log-text", help="JSON log lines or plain text. [env SMARTFLEET_LOG_JSON]"
+        "--log-json/--log-text", help=setting_help("log_json", "JSON log lines or plain text.")
     ),
 ]
 ReadyFile = Annotated[
     str | None,
     typer.Option(
         "--ready-file",
-        help="Write the bound addresses here once serving. [env SMARTFLEET_READY_FILE]",
+        help=setting_help("ready_file", "Write the bound addresses here once serving."),
     ),
 ]
 NatsUrl = Annotated[
     str | None,
     typer.Option(
-        "--nats-url", help="NATS server URL(s), comma-separated. [env SMARTFLEET_NATS_URL]"
+        "--nats-url", help=setting_help("nats_url", "NATS server URL(s), comma-separated.")
     ),
 ]
 SchedulerAddr = Annotated[
     str | None,
     typer.Option(
-        "--scheduler-addr", help="The scheduler's HOST:PORT. [env SMARTFLEET_SCHEDULER_ADDR]"
+        "--scheduler-addr",
+        help=setting_help("scheduler_addr", "The scheduler's HOST:PORT.", NodeSettings),
     ),
 ]
 
@@ -73,13 +100,20 @@ def build_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
 def scheduler_serve(
     listen: Annotated[
         str | None,
-        typer.Option("--listen", help="HOST:PORT to serve on. [env SMARTFLEET_SCHEDULER_LISTEN]"),
+        typer.Option(
+            "--listen",
+            help=setting_help("scheduler_listen", "HOST:PORT to serve on.", SchedulerSettings),
+        ),
     ] = None,
     database_url: Annotated[
         str | None,
         typer.Option(
             "--database-url",
-            help="sqlite+aiosqlite:///path.db or postgresql+asyncpg://… [env SMARTFLEET_DATABASE_URL]",
+            help=setting_help(
+                "database_url",
+                "sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db.",
+                SchedulerSettings,
+            ),
         ),
     ] = None,
     upgrade_db: Annotated[
@@ -95,7 +129,11 @@ def scheduler_serve(
         str | None,
         typer.Option(
             "--allowed-hosts",
-            help="Hosts runs may target besides loopback, comma-separated. [env SMARTFLEET_ALLOWED_HOSTS]",
+            help=setting_help(
+                "allowed_hosts",
+                "Hosts runs may target besides loopback, comma-separated (*.example.com too).",
+                SchedulerSettings,
+            ),
         ),
     ] = None,
     ready_file: ReadyFile = None,
@@ -124,14 +162,13 @@ def scheduler_serve(
 def node_serve(
     node_id: Annotated[
         str | None,
-        typer.Option(
-            "--node-id", help="This node's id (default: hostname). [env SMARTFLEET_NODE_ID]"
-        ),
+        typer.Option("--node-id", help=setting_help("node_id", "This node's id.", NodeSettings)),
     ] = None,
     listen: Annotated[
         str | None,
         typer.Option(
-            "--listen", help="HOST:PORT for health and metrics. [env SMARTFLEET_NODE_LISTEN]"
+            "--listen",
+            help=setting_help("node_listen", "HOST:PORT for health and metrics.", NodeSettings),
         ),
     ] = None,
     scheduler_addr: SchedulerAddr = None,
@@ -141,27 +178,40 @@ def node_serve(
         typer.Option(
             "--slots",
             min=0,
-            help="Sessions at once; 0 sizes from CPUs and memory. [env SMARTFLEET_NODE_SLOTS]",
+            help=setting_help(
+                "node_slots", "Sessions at once; 0 sizes from CPUs and memory.", NodeSettings
+            ),
         ),
     ] = None,
     labels: Annotated[
         str | None,
         typer.Option(
-            "--labels", help="Placement labels, e.g. region=eu,tier=a. [env SMARTFLEET_NODE_LABELS]"
+            "--labels",
+            help=setting_help(
+                "node_labels", "Placement labels, e.g. region=eu,tier=a (at most 4).", NodeSettings
+            ),
         ),
     ] = None,
     browser_path: Annotated[
         str | None,
         typer.Option(
-            "--browser-path", help="A Chromium executable to use. [env SMARTFLEET_BROWSER_PATH]"
+            "--browser-path",
+            help=setting_help(
+                "browser_path",
+                "A Chromium executable (else Playwright's own, else a system Chromium).",
+                NodeSettings,
+            ),
         ),
     ] = None,
     engine: Annotated[
         str | None,
         typer.Option(
             "--engine",
-            help="chromium (default), or noop: benchmark-only, completes jobs without a browser. "
-            "[env SMARTFLEET_NODE_ENGINE]",
+            help=setting_help(
+                "node_engine",
+                "chromium, or noop: benchmark-only, completes jobs without a browser.",
+                NodeSettings,
+            ),
         ),
     ] = None,
     ready_file: ReadyFile = None,
@@ -193,22 +243,31 @@ def node_serve(
 def gateway_serve(
     listen: Annotated[
         str | None,
-        typer.Option("--listen", help="HOST:PORT to serve on. [env SMARTFLEET_GATEWAY_LISTEN]"),
+        typer.Option(
+            "--listen",
+            help=setting_help("gateway_listen", "HOST:PORT to serve on.", GatewaySettings),
+        ),
     ] = None,
     scheduler_addr: SchedulerAddr = None,
     tokens: Annotated[
         str | None,
         typer.Option(
             "--tokens",
-            help="Accepted bearer tokens (or sha256:<hex>), comma-separated; prefer the env var or "
-            "--token-file, command lines are visible to other users. [env SMARTFLEET_GATEWAY_TOKENS]",
+            help=setting_help(
+                "gateway_tokens",
+                "Accepted bearer tokens (or sha256:<hex>), comma-separated; prefer the env var or "
+                "--token-file, command lines are visible to other users.",
+                GatewaySettings,
+            ),
         ),
     ] = None,
     token_file: Annotated[
         str | None,
         typer.Option(
             "--token-file",
-            help="A file with one token per line. [env SMARTFLEET_GATEWAY_TOKEN_FILE]",
+            help=setting_help(
+                "gateway_token_file", "A file with one token per line.", GatewaySettings
+            ),
         ),
     ] = None,
     ready_file: ReadyFile = None,

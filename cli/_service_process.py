@@ -34,10 +34,12 @@ class StackError(CliError):
 class ServiceProcess:
     """One service subprocess: its log file, its ready file, start/stop/kill."""
 
-    def __init__(self, *, name: ServiceName, data_dir: Path) -> None:
+    def __init__(self, *, name: ServiceName, data_dir: Path, instance: str = "") -> None:
+        # `name` is the kind of service; `instance` tells several of one kind apart (node-2).
         self.name = name
-        self.log_path = data_dir / "logs" / f"{name}.log"
-        self.ready_path = data_dir / "run" / f"{name}.ready.json"
+        self.instance = instance or name
+        self.log_path = data_dir / "logs" / f"{self.instance}.log"
+        self.ready_path = data_dir / "run" / f"{self.instance}.ready.json"
         self.process: asyncio.subprocess.Process | None = None
         self.ready: dict[str, Any] = {}
 
@@ -62,7 +64,7 @@ class ServiceProcess:
         child_env = {**env, "SMARTFLEET_READY_FILE": str(self.ready_path)}
         with open(self.log_path, "ab") as log:
             log.write(
-                f"--- {datetime.now(UTC).isoformat(timespec='seconds')} starting {self.name}\n".encode()
+                f"--- {datetime.now(UTC).isoformat(timespec='seconds')} starting {self.instance}\n".encode()
             )
             log.flush()
             self.process = await asyncio.create_subprocess_exec(

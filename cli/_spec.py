@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,30 +18,88 @@ from google.protobuf.duration_pb2 import Duration
 
 from cli._errors import CliError
 from services.common.durations import parse_duration
+from services.common.errors import InvalidArgument
+from services.common.spec import RunSpec, parse_spec
 from smartfleet.v1 import runs_pb2
 
 _DURATION = Duration.DESCRIPTOR.full_name
 
 
-def load_spec_document(path: Path) -> dict[str, Any]:
-    """Read a spec file: JSON when it ends in .json, YAML otherwise (YAML also reads JSON)."""
+def load_spec_document(path: Path, *, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read a spec file: JSON when it ends in .json, YAML otherwise (YAML also reads JSON).
+
+    String values may name environment variables, `${BASE_URL}` or `${BASE_URL:-default}`;
+    one that is unset (and has no default) is an error naming it. `$${` is a literal `${`.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise CliError(f"cannot read spec file {path}: {error.strerror or error}") from error
+    document = parse_document(text, source=str(path), json_only=path.suffix == ".json")
+    return interpolate(
+        document, source=str(path), environ=os.environ if environ is None else environ
+    )
+
+
+def parse_document(text: str, *, source: str, json_only: bool = False) -> dict[str, Any]:
+    """A mapping from YAML or JSON text; a syntax error is one line: where, and why."""
     try:
-        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
+        document = json.loads(text) if json_only else yaml.safe_load(text)
+    except json.JSONDecodeError as error:
         raise CliError(
-            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}"
+            f"{source}:{error.lineno}:{error.colno}: not valid JSON: {error.msg}"
         ) from error
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(error.problem or error.context or "syntax error").split())
+        raise CliError(f"{source}{where}: not valid YAML: {problem}") from error
+    except yaml.YAMLError as error:
+        raise CliError(f"{source}: not valid YAML: {' '.join(str(error).split())}") from error
     if document is None:
         return {}
     if not isinstance(document, dict):
         raise CliError(
-            f"{path}: a run spec must be a mapping of fields, got {type(document).__name__}"
+            f"{source}: a run spec must be a mapping of fields, got {type(document).__name__}"
         )
     return document
+
+
+_VARIABLE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, *, source: str, environ: Mapping[str, str], path: str = "") -> Any:
+    """`${NAME}` / `${NAME:-default}` in every string value (keys stay as written)."""
+    if isinstance(value, dict):
+        return {
+            key: interpolate(
+                item, source=source, environ=environ, path=f"{path}.{key}" if path else str(key)
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            interpolate(item, source=source, environ=environ, path=f"{path}[{index}]")
+            for index, item in enumerate(value)
+        ]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        name, default = match.group(1), match.group(2)
+        found = environ.get(name)
+        if default is not None and not found:
+            return default
+        if found is None:
+            raise CliError(
+                f"{source}: {path}: environment variable {name} is not set "
+                f"(set it, or write ${{{name}:-default}})"
+            )
+        return found
+
+    return _VARIABLE.sub(substitute, value)
 
 
 def spec_from_document(document: dict[str, Any], *, source: str = "spec") -> runs_pb2.RunSpec:
@@ -152,3 +212,11 @@ def _normalize_single(field: FieldDescriptor, value: Any, *, path: str, source: 
     if message_type.full_name.startswith("smartfleet."):
         return _normalize(value, message_type, path=path, source=source)
     return value
+
+
+def validated_spec(spec: runs_pb2.RunSpec) -> RunSpec:
+    """The spec checked here as the scheduler checks it (all but the server's allowlist)."""
+    try:
+        return parse_spec(json_format.MessageToDict(spec, preserving_proto_field_name=True))
+    except InvalidArgument as error:
+        raise CliError(f"invalid argument: {error.message}") from error

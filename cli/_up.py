@@ -12,13 +12,19 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from cli._config import stack_file
 from cli._context import global_options
 from cli._errors import CliError, err_console, report_errors
-from cli._output import console
-from cli._stack import ServiceName, Stack, StackInfo, tail
+from cli._output import console, print_fields
+from cli._stack import (
+    DEFAULT_GATEWAY_PORT,
+    DEFAULT_NATS_PORT,
+    DEFAULT_SCHEDULER_PORT,
+    Stack,
+    StackInfo,
+    tail,
+)
 
 # A service that exits more often than this within the window is not restarted again.
 MAX_RESTARTS = 3
@@ -31,25 +37,65 @@ def up(
         Path | None,
         typer.Option(
             "--data-dir",
-            help="Database, NATS store, logs and stack.json. [default: global --data-dir]",
+            help="Database, NATS store, artifacts, logs and stack.json. \\[default: global --data-dir]",
         ),
     ] = None,
     gateway_port: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--gateway-port", min=0, max=65535, help="Public Fleet API port (0: any free port)."
+            "--gateway-port",
+            min=0,
+            max=65535,
+            help=f"Public Fleet API port (0: any free port). \\[default: {DEFAULT_GATEWAY_PORT}, "
+            "or a free port when that one is taken]",
+            show_default=False,
         ),
-    ] = 50051,
+    ] = None,
     scheduler_port: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--scheduler-port", min=0, max=65535, help="Scheduler port (0: any free port)."
+            "--scheduler-port",
+            min=0,
+            max=65535,
+            help=f"Scheduler port (0: any free port). \\[default: {DEFAULT_SCHEDULER_PORT}, "
+            "or a free port when that one is taken]",
+            show_default=False,
         ),
-    ] = 50052,
+    ] = None,
+    nats_port: Annotated[
+        int | None,
+        typer.Option(
+            "--nats-port",
+            min=0,
+            max=65535,
+            help=f"NATS port (0: any free port). \\[default: {DEFAULT_NATS_PORT}, or a free port "
+            "when that one is taken]",
+            show_default=False,
+        ),
+    ] = None,
+    nodes: Annotated[
+        int, typer.Option("--nodes", min=1, max=32, help="How many local browser nodes.")
+    ] = 1,
     slots: Annotated[
         int,
-        typer.Option("--slots", min=0, help="Sessions the local node runs at once (0: from CPUs)."),
+        typer.Option(
+            "--slots", min=0, help="Sessions each local node runs at once (0: from CPUs)."
+        ),
     ] = 0,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="postgresql+asyncpg://user@host/db instead of the SQLite file in the data dir.",
+        ),
+    ] = None,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--allowed-hosts",
+            help="Hosts runs may target besides loopback, comma-separated (*.example.com too).",
+        ),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(
@@ -61,12 +107,30 @@ def up(
         int, typer.Option("--start-timeout", min=1, help="Seconds each service may take to start.")
     ] = 90,
 ) -> None:
-    """Start NATS, the scheduler, the gateway and a browser node here; Ctrl-C stops them."""
+    """Start NATS, the scheduler, the gateway and browser nodes here; Ctrl-C stops them.
+
+    A default port that is taken (another stack, say) is replaced by a free one, and `up`
+    prints where everything listens. A port given explicitly must be free.
+    """
     options = global_options(ctx)
     stack = Stack(
         data_dir=data_dir or options.data_dir,
-        gateway_port=gateway_port,
-        scheduler_port=scheduler_port,
+        gateway_port=DEFAULT_GATEWAY_PORT if gateway_port is None else gateway_port,
+        scheduler_port=DEFAULT_SCHEDULER_PORT if scheduler_port is None else scheduler_port,
+        nats_port=DEFAULT_NATS_PORT if nats_port is None else nats_port,
+        # Only defaults give way; a port the user chose is theirs or an error.
+        free_ports=[
+            name
+            for name, given in (
+                ("gateway", gateway_port),
+                ("scheduler", scheduler_port),
+                ("nats", nats_port),
+            )
+            if given is None
+        ],
+        nodes=nodes,
+        database_url=database_url,
+        allowed_hosts=allowed_hosts,
         node_slots=slots,
         token=token or options.token,
         start_timeout=timedelta(seconds=start_timeout),
@@ -113,7 +177,7 @@ async def _supervise(stack: Stack) -> int:
 
 async def _watch_services(stack: Stack, stopping: asyncio.Event) -> int:
     """Restart a service that exits on its own, unless it keeps doing so; 0 after Ctrl-C."""
-    restarts: dict[ServiceName, list[float]] = {}
+    restarts: dict[str, list[float]] = {}
     while True:
         exited = asyncio.ensure_future(stack.wait_for_exit())
         stop = asyncio.ensure_future(stopping.wait())
@@ -146,18 +210,23 @@ async def _watch_services(stack: Stack, stopping: asyncio.Event) -> int:
 
 
 def _print_ready(stack: Stack, info: StackInfo) -> None:
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("gateway", f"{info.gateway}  [dim](public Fleet API, gRPC)[/]")
-    table.add_row("scheduler", info.scheduler)
-    table.add_row("node", f"{info.node_id}  [dim](pid {info.pids.get('node', '?')})[/]")
-    table.add_row("nats", info.nats_url)
-    table.add_row("database", info.database_url)
-    table.add_row("logs", str(stack.data_dir / "logs"))
-    table.add_row("token", info.token)
+    rows: list[tuple[str, str] | tuple[str, str, str | None]] = [
+        ("gateway", f"{info.gateway}  (public Fleet API, gRPC)"),
+        ("scheduler", info.scheduler),
+    ]
+    for key, node_id in zip(stack.node_keys, info.node_ids, strict=True):
+        rows.append((key, f"{node_id}  (pid {info.pids.get(key, '?')})"))
+    rows += [
+        ("nats", info.nats_url),
+        ("database", _without_password(info.database_url)),
+        ("artifacts", info.artifact_dir),
+        ("logs", str(stack.data_dir / "logs")),
+        ("token", info.token),
+    ]
+    for note in stack.port_notes:
+        console.print(f"[yellow]{escape(note)}[/]")
     console.print("[bold green]Smartfleet is up[/]")
-    console.print(table)
+    print_fields(rows)
     console.print(
         f"\nsmartctl reads the gateway and token from {escape(str(stack_file(stack.data_dir)))}, e.g.\n"
         "  smartctl run create --target http://127.0.0.1:8080/ --sessions 10 --start\n"
@@ -167,3 +236,13 @@ def _print_ready(stack: Stack, info: StackInfo) -> None:
         "Ctrl-C stops everything.",
         soft_wrap=True,
     )
+
+
+def _without_password(url: str) -> str:
+    """A database URL fit to print: the password, if any, masked."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is the scheduler's to report
+        return url

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import grpc
 
+from services.common.durations import format_duration
 from services.common.errors import InvalidArgument, NotFound, SmartfleetError
 from services.common.recurring import RecurringTask
 
@@ -61,6 +62,17 @@ def artifact_key(run_id: str, job_id: str, attempt: int, name: str) -> str:
     return f"{run_id}/{job_id}/{attempt}/{name}"
 
 
+# MB as the settings count it (SMARTFLEET_ARTIFACT_MAX_MB=5120 is 5120 * 1024**2 bytes).
+_MB = 1024**2
+
+
+def retention_text(value: timedelta) -> str:
+    """A retention as the settings spell it: `7d`, `36h`, `90m`."""
+    if value >= timedelta(days=1) and value % timedelta(days=1) == timedelta(0):
+        return f"{value // timedelta(days=1)}d"
+    return format_duration(value)
+
+
 class ArtifactStore:
     def __init__(
         self,
@@ -88,11 +100,11 @@ class ArtifactStore:
         await self.sweep()
         self._sweeper.start()
         logger.info(
-            "artifact store %s: %.1f MB held, keeping %s and at most %.0f MB",
+            "artifact store %s: %.1f MB held, keeping %s and at most %d MB",
             self.root,
-            self.total_bytes / 1e6,
-            self.retention,
-            self.max_bytes / 1e6,
+            self.total_bytes / _MB,
+            retention_text(self.retention),
+            self.max_bytes // _MB,
         )
 
     async def stop(self) -> None:
@@ -246,7 +258,7 @@ class ArtifactStore:
             logger.info(
                 "artifact retention removed %d artifact(s); %.1f MB held",
                 removed,
-                self.total_bytes / 1e6,
+                self.total_bytes / _MB,
             )
         return removed
 

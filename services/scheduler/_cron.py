@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +17,34 @@ FORMS = (
     "('* * * * * */10'), or @hourly, @daily, @weekly, @monthly, @yearly"
 )
 _MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+# Each field's name and value range, in the order croniter reads them (seconds last).
+_FIELDS = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 0, 7),
+    ("second", 0, 59),
+)
+_NUMBER = re.compile(r"^\d+$")
+
+
+def check_fields(cron: str) -> str | None:
+    """Why a field of a 5- or 6-field expression is out of range, or None.
+
+    croniter accepts steps past a field's range (`*/61` fires at minute 0 only), so ranges and
+    steps are checked here; names (jan, mon), L, W, # and ? are left to croniter.
+    """
+    for text, (name, low, high) in zip(cron.split(), _FIELDS, strict=False):
+        for item in text.split(","):
+            base, slash, step = item.partition("/")
+            if slash:
+                if not _NUMBER.match(step) or not 1 <= int(step) <= high:
+                    return f"the {name} field {text!r} has step {step!r}; {name} steps are 1-{high}"
+            for bound in base.split("-") if base not in ("*", "?") else ():
+                if _NUMBER.match(bound) and not low <= int(bound) <= high:
+                    return f"the {name} field {text!r} has {bound}; {name} values are {low}-{high}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +72,8 @@ class CronSchedule:
             raise InvalidArgument(
                 f"{field}.cron", f"{cron!r} has {len(cron.split())} fields; write {FORMS}"
             )
+        elif (problem := check_fields(cron)) is not None:
+            raise InvalidArgument(f"{field}.cron", f"{cron!r} is not valid: {problem}")
         try:
             ZoneInfo(timezone or "UTC")
         except (ZoneInfoNotFoundError, ValueError):

@@ -56,7 +56,7 @@ async def test_on_failure_artifacts_reach_smartctl(
             smartctl, stack, "run", "artifacts", run.id, "--job", job, "--out", str(out)
         )
         assert fetched.returncode == 0, fetched.stdout + fetched.stderr
-        assert "downloaded 3 artifact(s)" in fetched.stderr
+        assert "downloaded 3 artifacts" in fetched.stderr
         folder = out / job / "1"
         assert (folder / "failure.png").read_bytes().startswith(b"\x89PNG")
         with zipfile.ZipFile(folder / "trace.zip") as trace:

@@ -35,7 +35,7 @@ async def test_accounts_round_trip_through_smartctl(gateway: str, tmp_path: Path
     )  # fmt: skip
     assert created.exit_code == 0, created.output
     account = json.loads(created.stdout)
-    assert account["has_storage_state"] is True and account["cooldown"] == "300s"
+    assert account["has_storage_state"] is True and account["cooldown"] == "5m"
     assert "storage_state" not in account
     listed = await smartctl(gateway, "accounts", "ls", "-o", "json")
     assert [a["name"] for a in json.loads(listed.stdout)["accounts"]] == ["shop-1"]
@@ -60,7 +60,7 @@ async def test_schedules_round_trip_through_smartctl(gateway: str, tmp_path: Pat
     )  # fmt: skip
     assert created.exit_code == 0, created.output
     schedule = json.loads(created.stdout)
-    assert schedule["template"]["sessions"] == "2" and schedule["timezone"] == "Europe/Berlin"
+    assert schedule["template"]["sessions"] == 2 and schedule["timezone"] == "Europe/Berlin"
     paused = await smartctl(gateway, "schedules", "pause", "nightly", "-o", "json")
     assert json.loads(paused.stdout)["paused"] is True
     resumed = await smartctl(gateway, "schedules", "resume", "nightly")
@@ -72,4 +72,4 @@ async def test_schedules_round_trip_through_smartctl(gateway: str, tmp_path: Pat
     )
     assert bad.exit_code == 2 and "schedule.cron" in bad.output
     assert (await smartctl(gateway, "schedules", "delete", "nightly")).exit_code == 0
-    assert "no schedules yet" in (await smartctl(gateway, "schedules", "ls")).stdout
+    assert "no schedules yet" in (await smartctl(gateway, "schedules", "ls")).stderr

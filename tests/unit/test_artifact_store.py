@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import InvalidArgument, NotFound
-from services.scheduler._artifacts import ArtifactStore, ArtifactTooLarge
+from services.scheduler._artifacts import ArtifactStore, ArtifactTooLarge, retention_text
 
 
 def files(root: Path) -> list[Path]:
@@ -131,3 +132,15 @@ async def test_upload_over_the_size_limit_triggers_a_sweep(tmp_path: Path) -> No
         assert [a.job_id for a in page] == ["two"]
     finally:
         await store.stop()
+
+
+async def test_start_logs_retention_as_the_settings_spell_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The start line says `keeping 7d and at most 5120 MB` (SMARTFLEET_ARTIFACT_MAX_MB's unit)."""
+    store = ArtifactStore(tmp_path, retention=timedelta(days=7), max_bytes=5120 * 1024**2)
+    with caplog.at_level(logging.INFO, logger="services.scheduler._artifacts"):
+        await store.start()
+        await store.stop()
+    assert "keeping 7d and at most 5120 MB" in caplog.text
+    assert retention_text(timedelta(hours=36)) == "36h"

@@ -10,17 +10,25 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import json_format
 from rich.console import Console
 from typer.testing import CliRunner
 
 from cli._client import translate_error
 from cli._config import read_stack_file, resolve_connection, write_stack_file
+from cli._data import message_data
 from cli._errors import CliError
-from cli._output import message_dict, nodes_table, run_status, run_table, stats_summary, stats_table
+from cli._output import print_fields, print_table, redirect_console
 from cli._serve import build_settings
 from cli._spec import build_spec, load_spec_document, spec_from_document
 from cli._stack import Stack, StackError
+from cli._views import (
+    OUTCOME_COLUMNS,
+    node_columns,
+    outcome_rows,
+    run_fields,
+    run_status,
+    stats_summary,
+)
 from cli._watch import exit_code_for
 from cli.main import app
 from services.common.config import NodeSettings
@@ -133,8 +141,12 @@ def test_spec_file_must_be_a_mapping(tmp_path: Path) -> None:
     """A YAML list (or broken YAML) at the top level is a clear error, not a traceback."""
     with pytest.raises(CliError, match="must be a mapping"):
         load_spec_document(_write(tmp_path / "list.yaml", "- http://x/\n"))
-    with pytest.raises(CliError, match="not valid YAML"):
-        load_spec_document(_write(tmp_path / "bad.yaml", "targets: [unclosed\n"))
+    with pytest.raises(CliError) as caught:
+        load_spec_document(_write(tmp_path / "bad.yaml", "targets: [unclosed\nsessions: 3\n"))
+    # One line: where (line:column) and why.
+    assert caught.value.message == (
+        f"{tmp_path / 'bad.yaml'}:2:9: not valid YAML: expected ',' or ']', but got ':'"
+    )
 
 
 def test_cli_create_with_unknown_field_exits_2_without_traceback(tmp_path: Path) -> None:
@@ -221,15 +233,23 @@ def _run() -> runs_pb2.Run:
     return run
 
 
-def test_json_output_uses_field_names_enum_names_and_zeros() -> None:
-    """-o json: proto field names, enums by name, zero counters present, durations as `30s`."""
-    data = message_dict(_run())
+def test_json_output_uses_field_names_one_spelling_and_numbers() -> None:
+    """-o json: proto field names, enums lowercase, int64 as numbers, durations as `30s`."""
+    data = message_data(_run())
     assert data["id"] == "run-1"
-    assert data["status"] == "RUN_STATUS_COMPLETED"
-    assert data["counters"]["in_flight"] == "0"  # int64 is a string in proto JSON
+    assert data["status"] == "completed"
+    assert data["counters"]["in_flight"] == 0 and data["counters"]["planned"] == 4
+    assert data["spec"]["sessions"] == 4
     assert data["spec"]["limits"]["session_timeout"] == "30s"
-    # Round-trips: a program can parse what smartctl prints.
-    assert json_format.ParseDict(json.loads(json.dumps(data)), runs_pb2.Run()) == _run()
+    # What smartctl prints reads back as a spec file would.
+    assert spec_from_document(json.loads(json.dumps(data["spec"]))) == _run().spec
+
+
+def _rendered(width: int, draw: object) -> str:
+    console = Console(record=True, width=width)
+    with redirect_console(console):
+        draw()  # type: ignore[operator]
+    return console.export_text()
 
 
 def test_tables_render_runs_stats_and_nodes() -> None:
@@ -254,11 +274,14 @@ def test_tables_render_runs_stats_and_nodes() -> None:
         load=node_pb2.NodeLoad(busy_slots=1, free_slots=3),
     )
     node.last_heartbeat.FromDatetime(datetime(2025, 1, 1, tzinfo=UTC))
-    console = Console(record=True, width=160)
-    console.print(run_table(_run()))
-    console.print(stats_table(stats))
-    console.print(nodes_table([node], now=datetime(2025, 1, 1, 0, 0, 5, tzinfo=UTC)))
-    text = console.export_text()
+    now = datetime(2025, 1, 1, 0, 0, 5, tzinfo=UTC)
+
+    def draw() -> None:
+        print_fields(run_fields(_run()))
+        print_table(OUTCOME_COLUMNS, outcome_rows(stats))
+        print_table(node_columns(now=now), [node])
+
+    text = _rendered(160, draw)
     assert "completed" in text and "10.0s" in text
     assert "timeout" in text and "25.0%" in text
     assert "n1" in text and "r=eu" in text and "5s ago" in text
@@ -301,7 +324,7 @@ def test_nodes_cordon_drain_uncordon(monkeypatch: pytest.MonkeyPatch) -> None:
         assert result.exit_code == 0, result.output
         assert result.output.strip() == f"node n1 is {state}"
     result = runner.invoke(app, ["nodes", "drain", "n2", "-o", "json"])
-    assert json.loads(result.output)["state"] == "NODE_STATE_DRAINING"
+    assert json.loads(result.output)["state"] == "draining"
     assert client.calls == [("cordon", "n1"), ("drain", "n1"), ("uncordon", "n1"), ("drain", "n2")]
     assert runner.invoke(app, ["nodes", "cordon"]).exit_code == 2  # the node is required
 
@@ -317,12 +340,10 @@ def test_nodes_show_playwright_and_browser_versions() -> None:
         ),
         state=node_pb2.NODE_STATE_READY,
     )
-    console = Console(record=True, width=200)
-    console.print(nodes_table([node]))
-    text = console.export_text()
+    text = _rendered(200, lambda: print_table(node_columns(), [node]))
     assert "PLAYWRIGHT" in text and "BROWSER" in text
     assert "1.65.0" in text and "chromium 156.0.7000.1" in text
-    info = message_dict(node)["info"]
+    info = message_data(node)["info"]
     assert info["playwright_version"] == "1.65.0"
     assert info["browser_versions"] == {"chromium": "156.0.7000.1"}
 
@@ -351,14 +372,25 @@ class _FakeRpcError(grpc.RpcError):
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        (grpc.StatusCode.UNAVAILABLE, "cannot reach the gateway at g:1: is `smartctl up` running?"),
-        (grpc.StatusCode.UNAUTHENTICATED, "did not accept the token"),
-        (grpc.StatusCode.INVALID_ARGUMENT, "invalid request: spec.sessions: must be positive"),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, "did not answer within 15s"),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "unavailable: cannot reach the gateway at g:1: is `smartctl up` running?",
+        ),
+        (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "unauthenticated: the gateway at g:1 did not accept the token",
+        ),
+        (grpc.StatusCode.INVALID_ARGUMENT, "invalid argument: spec.sessions: must be positive"),
+        (grpc.StatusCode.ALREADY_EXISTS, "already exists: spec.sessions: must be positive"),
+        (grpc.StatusCode.NOT_FOUND, "not found: spec.sessions: must be positive"),
+        (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "deadline exceeded: the gateway at g:1 did not answer within 15s",
+        ),
     ],
 )
 def test_grpc_errors_become_actionable_messages(code: grpc.StatusCode, expected: str) -> None:
-    """Each status code the user can hit maps to a message that says what to do, exit 2."""
+    """Each status code maps to one style, `<code in words>: <what to do or the server's words>`, exit 2."""
     error = translate_error(
         _FakeRpcError(code, "spec.sessions: must be positive"), gateway="g:1", timeout=15
     )
@@ -384,7 +416,8 @@ def test_serve_invalid_env_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_metrics_table_and_result_columns() -> None:
     """The watch summary's metrics table formats each measurement; CSV rows carry the vitals."""
-    from cli._output import RESULT_COLUMNS, metrics_table, result_row
+    from cli._results import RESULT_COLUMNS, result_row
+    from cli._views import METRIC_COLUMNS
     from smartfleet.v1 import results_pb2
 
     stats = runs_pb2.RunStats(
@@ -394,9 +427,7 @@ def test_metrics_table_and_result_columns() -> None:
             runs_pb2.MetricStats(name="bytes", p50=2_500, p95=1_200_000, p99=1_500_000, count=9),
         ]
     )
-    console = Console(record=True, width=120)
-    console.print(metrics_table(stats))
-    text = console.export_text()
+    text = _rendered(120, lambda: print_table(METRIC_COLUMNS, stats.metrics))
     assert "lcp_ms" in text and "480ms" in text and "12.00s" in text
     assert "0.250" in text and "2.5 KB" in text and "1.2 MB" in text
     result = results_pb2.SessionResult(

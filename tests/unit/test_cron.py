@@ -31,6 +31,18 @@ def test_latest_due_tick_includes_an_exact_tick() -> None:
     assert cron.next_after(on_tick) == on_tick + timedelta(minutes=15)
 
 
+def test_fields_in_range_are_accepted() -> None:
+    """Steps, ranges, lists, names and croniter's L and # stay valid."""
+    for cron in (
+        "*/59 * * * *",
+        "0 9-17/2 * * 1-5",
+        "0 0 L * *",
+        "0 0 * * 5#3",
+        "0 0 1 jan-mar mon",
+    ):
+        CronSchedule.parse(cron, "UTC")
+
+
 def test_seconds_field_and_macros() -> None:
     """A sixth field is seconds; @hourly and friends work, in any case."""
     every_second = CronSchedule.parse("* * * * * *", "UTC")
@@ -52,6 +64,13 @@ def test_run_names_use_the_local_minute() -> None:
         ("* * *", "UTC", "schedule.cron", "has 3 fields"),
         ("* * * * * * *", "UTC", "schedule.cron", "has 7 fields"),
         ("61 * * * *", "UTC", "schedule.cron", "not valid"),
+        ("*/61 * * * *", "UTC", "schedule.cron", "the minute field '*/61' has step '61'"),
+        ("*/0 * * * *", "UTC", "schedule.cron", "minute steps are 1-59"),
+        ("0 9-25 * * *", "UTC", "schedule.cron", "hour values are 0-23"),
+        ("0 0 0 * *", "UTC", "schedule.cron", "day-of-month values are 1-31"),
+        ("0 0 1 1,13 *", "UTC", "schedule.cron", "month values are 1-12"),
+        ("0 0 * * */8", "UTC", "schedule.cron", "day-of-week steps are 1-7"),
+        ("* * * * * 61", "UTC", "schedule.cron", "second values are 0-59"),
         ("0 0 30 2 *", "UTC", "schedule.cron", "never fires"),
         ("@fortnightly", "UTC", "schedule.cron", "unknown macro"),
         ("* * * * *", "Nowhere/Town", "schedule.timezone", "unknown time zone"),
