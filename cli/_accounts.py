@@ -22,6 +22,7 @@ from cli._output import (
     short_time_text,
     timestamp_text,
 )
+from services.common.contracts import spelling
 from services.common.durations import format_duration, parse_duration
 from smartfleet.v1 import accounts_pb2
 
@@ -126,7 +127,9 @@ def update_request(
         account.cooldown.CopyFrom(parse_cooldown(cooldown))
         paths.append("cooldown")
     if enable is not None:
-        account.status = "active" if enable else "disabled"
+        account.status = (
+            accounts_pb2.ACCOUNT_STATUS_ACTIVE if enable else accounts_pb2.ACCOUNT_STATUS_DISABLED
+        )
         paths.append("status")
     return account, paths
 
@@ -135,8 +138,9 @@ _STATUS_STYLE = {"active": "green", "cooling": "yellow", "disabled": "dim"}
 
 
 def _status(account: accounts_pb2.Account) -> str:
-    style = _STATUS_STYLE.get(account.status)
-    return f"[{style}]{account.status}[/]" if style else escape(account.status)
+    status = spelling(accounts_pb2.AccountStatus.DESCRIPTOR, account.status) or "unspecified"
+    style = _STATUS_STYLE.get(status)
+    return f"[{style}]{status}[/]" if style else escape(status)
 
 
 def _labels(account: accounts_pb2.Account) -> str:
@@ -222,7 +226,9 @@ def create(
         labels=parse_labels(labels or ()),
         proxy=proxy or "",
         sessions_per_hour=per_hour or 0,
-        status="disabled" if disabled else "active",
+        status=accounts_pb2.ACCOUNT_STATUS_DISABLED
+        if disabled
+        else accounts_pb2.ACCOUNT_STATUS_ACTIVE,
     )
     if cooldown is not None:
         account.cooldown.CopyFrom(parse_cooldown(cooldown))

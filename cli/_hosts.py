@@ -37,10 +37,13 @@ def list_hosts(
 def reset_backoff(
     ctx: typer.Context,
     host: Annotated[
-        str, typer.Argument(metavar="HOST", help="The target host, e.g. shop.example.com.")
+        str,
+        typer.Argument(metavar="HOST", help="An origin (https://shop.example.com) or a host name."),
     ],
 ) -> None:
-    """End a host's error backoff now (after fixing the site, say)."""
+    """End a target's error backoff now (after fixing the site, say): an origin
+    (http://127.0.0.1:8080) or a host name (every origin of that host)."""
     with open_client(ctx) as client:
-        state = client.reset_host_backoff(host)
-    console.print(f"{escape(state.host)}: backoff reset")
+        states = client.reset_host_backoff(host)
+    for state in states:
+        console.print(f"{escape(state.host)}: backoff reset")

@@ -7,15 +7,17 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from rich.table import Table
 
-from smartfleet.v1 import node_pb2, results_pb2, runs_pb2
+from services.common.contracts import engine_name, from_proto_json, spelling
+from smartfleet.v1 import common_pb2, nodes_pb2, runs_pb2
 
 console = Console(highlight=False)
 
@@ -26,12 +28,14 @@ class OutputFormat(StrEnum):
 
 
 def message_dict(message: Message) -> dict[str, Any]:
-    """A message as JSON-ready data: proto field names, zero values included, enums by name."""
-    return json_format.MessageToDict(
+    """A message as JSON-ready data: proto field names, zero values included, enum values
+    spelled as everywhere else (`assertion_failed`)."""
+    data = json_format.MessageToDict(
         message,
         preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,
     )
+    return dict(from_proto_json(data, cast(Descriptor, message.DESCRIPTOR)))
 
 
 def print_json(data: Any) -> None:
@@ -41,19 +45,19 @@ def print_json(data: Any) -> None:
 
 
 def run_status(run: runs_pb2.Run) -> str:
-    return _enum_name(runs_pb2.RunStatus.Name(run.status), "RUN_STATUS_")
+    return spelling(runs_pb2.RunStatus.DESCRIPTOR, run.status) or "unspecified"
 
 
-def node_state(node: node_pb2.Node) -> str:
-    return _enum_name(node_pb2.NodeState.Name(node.state), "NODE_STATE_")
+def node_state(node: nodes_pb2.Node) -> str:
+    return spelling(nodes_pb2.NodeState.DESCRIPTOR, node.state) or "unspecified"
 
 
-def outcome_name(outcome: str) -> str:
-    return _enum_name(outcome, "OUTCOME_")
+def outcome_name(outcome: int) -> str:
+    return spelling(common_pb2.Outcome.DESCRIPTOR, outcome)
 
 
-def _enum_name(name: str, prefix: str) -> str:
-    return name.removeprefix(prefix).lower()
+def job_status(job: runs_pb2.Job) -> str:
+    return spelling(runs_pb2.JobStatus.DESCRIPTOR, job.status)
 
 
 _STATUS_STYLE = {
@@ -153,7 +157,7 @@ def run_table(run: runs_pb2.Run) -> Table:
         ("status", styled(run_status(run))),
         ("targets", "\n".join(spec.targets) or "-"),
         ("sessions", str(spec.sessions)),
-        ("engine", spec.engine or "chromium"),
+        ("engine", engine_name(spec.engine) or "chromium"),
         ("concurrency", str(spec.limits.max_concurrency or "fleet capacity")),
         (
             "session timeout",
@@ -171,6 +175,7 @@ def run_table(run: runs_pb2.Run) -> Table:
         ("started", timestamp_text(run.started_at)),
         ("finished", timestamp_text(run.finished_at)),
         ("duration", run_duration_text(run)),
+        *([("waiting", run.waiting_reason)] if run.waiting_reason else []),
     ]
     for key, value in rows:
         table.add_row(key, value)
@@ -232,7 +237,7 @@ def metrics_table(stats: runs_pb2.RunStats) -> Table:
     return table
 
 
-def nodes_table(nodes: Sequence[node_pb2.Node], *, now: datetime | None = None) -> Table:
+def nodes_table(nodes: Sequence[nodes_pb2.Node], *, now: datetime | None = None) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("NODE", no_wrap=True)
     table.add_column("HOST")
@@ -255,7 +260,7 @@ def nodes_table(nodes: Sequence[node_pb2.Node], *, now: datetime | None = None) 
             str(info.slots),
             str(load.busy_slots),
             str(load.free_slots),
-            ",".join(info.engines) or "-",
+            ",".join(engine_name(engine) for engine in info.engines) or "-",
             labels or "-",
             info.version or "-",
             info.playwright_version or "-",
@@ -294,9 +299,9 @@ def jobs_table(jobs: Sequence[runs_pb2.Job]) -> Table:
     for job in jobs:
         table.add_row(
             job.id,
-            styled(job.status),
+            styled(job_status(job)),
             str(job.attempt),
-            job.outcome or "-",
+            outcome_name(job.outcome) or "-",
             job.cell.key or "-",
             short_time_text(job.retry_at) if job.HasField("retry_at") else "-",
             (job.error or "")[:80],
@@ -304,7 +309,7 @@ def jobs_table(jobs: Sequence[runs_pb2.Job]) -> Table:
     return table
 
 
-def hosts_table(hosts: Sequence[runs_pb2.HostBackoff], *, now: datetime | None = None) -> Table:
+def hosts_table(hosts: Sequence[nodes_pb2.HostBackoff], *, now: datetime | None = None) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("HOST", "ERRORS IN A ROW", "BACKING OFF UNTIL"):
         table.add_column(column)
@@ -348,8 +353,8 @@ def result_row(result: Any) -> dict[str, Any]:
         "job_id": result.job_id,
         "attempt": result.attempt,
         "index": result.index,
-        "outcome": outcome_name(results_outcome_name(result.outcome)),
-        "error_class": data.get("error_class", "").removeprefix("ERROR_CLASS_").lower(),
+        "outcome": outcome_name(result.outcome),
+        "error_class": data.get("error_class", ""),
         "http_status": result.http_status,
         "duration_ms": round(result.duration_ms, 1),
         "ttfb_ms": round(result.vitals.ttfb_ms, 1),
@@ -370,5 +375,5 @@ def result_row(result: Any) -> dict[str, Any]:
     }
 
 
-def results_outcome_name(value: results_pb2.Outcome.ValueType) -> str:
-    return results_pb2.Outcome.Name(value)
+def results_outcome_name(value: common_pb2.Outcome.ValueType) -> str:
+    return outcome_name(value)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.markup import escape
@@ -32,6 +32,8 @@ from cli._output import (
 )
 from cli._spec import build_spec, load_spec_document
 from cli._watch import watch_run
+from services.common.contracts._enums import number
+from smartfleet.v1 import runs_pb2
 
 app = typer.Typer(help="Create, start, inspect and watch runs.", no_args_is_help=True)
 
@@ -238,8 +240,14 @@ def jobs(
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """List a run's jobs (one per session), e.g. the dead ones."""
+    statuses = []
+    if status:
+        try:
+            statuses = [cast(Any, number(runs_pb2.JobStatus.DESCRIPTOR, status))]
+        except ValueError as error:
+            raise CliError(f"--status: {error}") from error
     with open_client(ctx) as client:
-        found = client.list_jobs(run_id, status=status, limit=limit)
+        found = client.list_jobs(run_id, statuses=statuses, limit=limit)
     if output is OutputFormat.json:
         print_json({"jobs": [message_dict(job) for job in found]})
         return

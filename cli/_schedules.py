@@ -21,7 +21,7 @@ from cli._output import (
 )
 from cli._schedules_client import open_schedules_client
 from cli._spec import build_spec, load_spec_document
-from smartfleet.v1 import accounts_pb2, runs_pb2
+from smartfleet.v1 import runs_pb2, schedules_pb2
 
 app = typer.Typer(
     help="Manage schedules: a cron expression plus a run template; each tick starts a run.",
@@ -41,17 +41,17 @@ def schedule_message(
     timezone: str,
     template: runs_pb2.RunSpec,
     paused: bool = False,
-) -> accounts_pb2.Schedule:
-    return accounts_pb2.Schedule(
+) -> schedules_pb2.Schedule:
+    return schedules_pb2.Schedule(
         name=name, cron=cron, timezone=timezone, template=template, paused=paused
     )
 
 
-def _state(schedule: accounts_pb2.Schedule) -> str:
+def _state(schedule: schedules_pb2.Schedule) -> str:
     return "[yellow]paused[/]" if schedule.paused else "[green]active[/]"
 
 
-def schedules_table(schedules: Sequence[accounts_pb2.Schedule]) -> Table:
+def schedules_table(schedules: Sequence[schedules_pb2.Schedule]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("SCHEDULE", no_wrap=True)
     table.add_column("CRON", no_wrap=True)
@@ -74,7 +74,7 @@ def schedules_table(schedules: Sequence[accounts_pb2.Schedule]) -> Table:
     return table
 
 
-def schedule_table(schedule: accounts_pb2.Schedule) -> Table:
+def schedule_table(schedule: schedules_pb2.Schedule) -> Table:
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -96,7 +96,7 @@ def schedule_table(schedule: accounts_pb2.Schedule) -> Table:
     return table
 
 
-def _show(schedule: accounts_pb2.Schedule, output: OutputFormat) -> None:
+def _show(schedule: schedules_pb2.Schedule, output: OutputFormat) -> None:
     if output is OutputFormat.json:
         print_json(message_dict(schedule))
     else:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from services.common import bus
 from services.common.spec import AccountSelector, RunSpec
@@ -34,7 +33,7 @@ from services.scheduler._events import (
 )
 from services.scheduler._fairshare import Claim as FairClaim
 from services.scheduler._fairshare import fair_allowance, weight_of
-from services.scheduler._hosts import HostLimiter
+from services.scheduler._hosts import HostLimiter, origin_of
 from services.scheduler._planner import RunPlan
 from services.scheduler._registry import NodeRegistry
 from services.scheduler._runs import Run, RunStore
@@ -72,6 +71,10 @@ class EnvelopePublisher(Protocol):
 
 def pool_of(cell: Cell) -> str:
     return bus.pool_name(cell.engine, cell.labels)
+
+
+def _describe(cell: Cell) -> str:
+    return ", ".join([f"engine={cell.engine}", *(f"{k}={v}" for k, v in cell.labels)])
 
 
 @dataclass(slots=True)
@@ -115,6 +118,29 @@ class Dispatcher:
         self._unpublished: list[JobEnvelope] = []
         self._retries_checked = float("-inf")
         self._plans: dict[str, tuple[tuple[datetime, datetime | None], RunPlan]] = {}
+        self._cells: dict[str, list[Cell]] = {}
+
+    def waiting_reason(self, run: Run) -> str:
+        """Why a running run with work left sends nothing: the cells no ready node can serve
+        ("no node serves engine=webkit"); "" when every cell has a node (it may still wait for
+        free slots, its pacing or its limits)."""
+        if run.next_index >= run.planned and not run.retrying:
+            return ""
+        cells = self._cells.get(run.id)
+        if cells is None:
+            cells = self._cells[run.id] = RunPlan(
+                run.spec, started_at=run.started_at or datetime.now(UTC)
+            ).cells()
+            while len(self._cells) > _PLANS_KEPT:
+                self._cells.pop(next(iter(self._cells)))
+        served = self._registry.pools()
+        missing = sorted({_describe(cell) for cell in cells if pool_of(cell) not in served})
+        if not missing:
+            return ""
+        reason = "no node serves " + "; ".join(missing)
+        if len(missing) < len({_describe(cell) for cell in cells}):
+            reason += " (the other cells run)"
+        return reason
 
     def wake(self, _event: Any = None) -> None:
         self._wake.set()
@@ -333,7 +359,7 @@ class Dispatcher:
             engine = candidate.cell.engine
             if engine in engine_room and engine_room[engine] <= 0:
                 return False
-            host = urlsplit(candidate.target_url).hostname or ""
+            host = origin_of(candidate.target_url)
             if not self._hosts.take(
                 run.id,
                 host,

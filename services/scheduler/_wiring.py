@@ -150,6 +150,7 @@ def build(settings: SchedulerSettings) -> SchedulerParts:
                 results=results,
                 hub=hub,
                 allowed_hosts=settings.allowed_host_list,
+                waiting_reason=dispatcher.waiting_reason,
             ),
             NodesApi(registry=registry),
             HostsApi(hosts=hosts, wake=dispatcher.wake),
@@ -165,7 +166,7 @@ def build(settings: SchedulerSettings) -> SchedulerParts:
                 extend_deadlines=dispatcher.extend_deadlines,
                 heartbeat_interval=settings.heartbeat_interval,
             ),
-            AccountLinkApi(accounts=accounts, registry=registry),
+            AccountLinkApi(accounts=accounts, registry=registry, jobs=jobs),
             ArtifactLinkApi(artifacts=artifacts, runs=runs),
         ),
     )

@@ -32,9 +32,11 @@ async def test_on_failure_artifacts_reach_smartctl(
             sessions=4,
             artifacts="on_failure",
         )
-        run = await api.CreateRun(
-            runs_pb2.CreateRunRequest(spec=spec, start=True), metadata=metadata(stack)
-        )
+        run = (
+            await api.CreateRun(
+                runs_pb2.CreateRunRequest(spec=spec, start=True), metadata=metadata(stack)
+            )
+        ).run
         final = await wait_final(api, stack, run.id)
         assert (final.counters.succeeded, final.counters.failed) == (2, 2)
 

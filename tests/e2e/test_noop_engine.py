@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from cli._stack import Stack
-from smartfleet.v1 import fleet_pb2_grpc, node_pb2, runs_pb2
+from smartfleet.v1 import fleet_service_pb2_grpc, nodes_pb2, runs_pb2
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -21,15 +21,21 @@ TARGET = "http://127.0.0.1:9/"
 
 def start(
     stack: Stack,
-) -> tuple[grpc.aio.Channel, fleet_pb2_grpc.FleetStub, tuple[tuple[str, str]]]:
+) -> tuple[grpc.aio.Channel, fleet_service_pb2_grpc.FleetServiceStub, tuple[tuple[str, str]]]:
     channel = grpc.aio.insecure_channel(stack.gateway_addr)
-    return channel, fleet_pb2_grpc.FleetStub(channel), (("authorization", f"Bearer {stack.token}"),)
+    return (
+        channel,
+        fleet_service_pb2_grpc.FleetServiceStub(channel),
+        (("authorization", f"Bearer {stack.token}"),),
+    )
 
 
-async def node_engines(api: fleet_pb2_grpc.FleetStub, md: tuple[tuple[str, str]]) -> list[str]:
+async def node_engines(
+    api: fleet_service_pb2_grpc.FleetServiceStub, md: tuple[tuple[str, str]]
+) -> list[str]:
     """The engines of the stack's one node, once it has registered."""
     for _ in range(120):
-        listed = await api.ListNodes(node_pb2.ListNodesRequest(), metadata=md, timeout=10)
+        listed = await api.ListNodes(nodes_pb2.ListNodesRequest(), metadata=md, timeout=10)
         if listed.nodes:
             return list(listed.nodes[0].info.engines)
         await asyncio.sleep(0.25)
@@ -37,19 +43,21 @@ async def node_engines(api: fleet_pb2_grpc.FleetStub, md: tuple[tuple[str, str]]
 
 
 async def create(
-    api: fleet_pb2_grpc.FleetStub, md: tuple[tuple[str, str]], spec: runs_pb2.RunSpec
+    api: fleet_service_pb2_grpc.FleetServiceStub, md: tuple[tuple[str, str]], spec: runs_pb2.RunSpec
 ) -> runs_pb2.Run:
-    return await api.CreateRun(
-        runs_pb2.CreateRunRequest(spec=spec, start=True), metadata=md, timeout=10
-    )
+    return (
+        await api.CreateRun(
+            runs_pb2.CreateRunRequest(spec=spec, start=True), metadata=md, timeout=10
+        )
+    ).run
 
 
 async def stays_undispatched(
-    api: fleet_pb2_grpc.FleetStub, md: tuple[tuple[str, str]], run_id: str
+    api: fleet_service_pb2_grpc.FleetServiceStub, md: tuple[tuple[str, str]], run_id: str
 ) -> runs_pb2.Run:
     """Watch a run for 3 s: nothing of it may be dispatched."""
     for _ in range(12):
-        run = await api.GetRun(runs_pb2.GetRunRequest(run_id=run_id), metadata=md, timeout=10)
+        run = (await api.GetRun(runs_pb2.GetRunRequest(run_id=run_id), metadata=md, timeout=10)).run
         assert run.counters.dispatched == 0, run.counters
         await asyncio.sleep(0.25)
     return run
@@ -77,7 +85,7 @@ async def test_noop_run_completes_through_the_stack(noop_stack: Stack) -> None:
         async for update in api.WatchRun(
             runs_pb2.WatchRunRequest(run_id=run.id), metadata=md, timeout=120
         ):
-            final = update
+            final = update.run
     assert final is not None and final.status == runs_pb2.RUN_STATUS_COMPLETED
     assert (final.counters.succeeded, final.counters.failed) == (500, 0)
     with sqlite3.connect(noop_stack.data_dir / "smartfleet.db") as db:

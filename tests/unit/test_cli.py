@@ -24,7 +24,8 @@ from cli._stack import Stack, StackError
 from cli._watch import exit_code_for
 from cli.main import app
 from services.common.config import NodeSettings
-from smartfleet.v1 import node_pb2, runs_pb2
+from services.common.contracts import to_proto_json
+from smartfleet.v1 import common_pb2, nodes_pb2, results_pb2, runs_pb2
 
 runner = CliRunner()
 
@@ -52,7 +53,7 @@ def test_yaml_spec_with_human_durations(tmp_path: Path) -> None:
     assert spec.name == "smoke"
     assert list(spec.targets) == ["http://127.0.0.1:8080/", "http://127.0.0.1:8080/about"]
     assert spec.sessions == 50
-    assert spec.pacing.mode == "fast"
+    assert spec.pacing.mode == runs_pb2.PACING_MODE_FAST
     assert spec.limits.max_concurrency == 4
     assert spec.limits.session_timeout.ToTimedelta() == timedelta(milliseconds=1500)
 
@@ -222,14 +223,16 @@ def _run() -> runs_pb2.Run:
 
 
 def test_json_output_uses_field_names_enum_names_and_zeros() -> None:
-    """-o json: proto field names, enums by name, zero counters present, durations as `30s`."""
+    """-o json: proto field names, enum values spelled as in spec files (`completed`), zero
+    counters present, durations as `30s`."""
     data = message_dict(_run())
     assert data["id"] == "run-1"
-    assert data["status"] == "RUN_STATUS_COMPLETED"
+    assert data["status"] == "completed"
     assert data["counters"]["in_flight"] == "0"  # int64 is a string in proto JSON
     assert data["spec"]["limits"]["session_timeout"] == "30s"
     # Round-trips: a program can parse what smartctl prints.
-    assert json_format.ParseDict(json.loads(json.dumps(data)), runs_pb2.Run()) == _run()
+    parsed = to_proto_json(json.loads(json.dumps(data)), runs_pb2.Run.DESCRIPTOR)
+    assert json_format.ParseDict(parsed, runs_pb2.Run()) == _run()
 
 
 def test_tables_render_runs_stats_and_nodes() -> None:
@@ -238,20 +241,24 @@ def test_tables_render_runs_stats_and_nodes() -> None:
         run_id="run-1",
         results=4,
         outcomes=[
-            runs_pb2.OutcomeCount(outcome="ok", count=3),
-            runs_pb2.OutcomeCount(outcome="timeout", count=1),
+            runs_pb2.OutcomeCount(outcome=common_pb2.OUTCOME_OK, count=3),
+            runs_pb2.OutcomeCount(outcome=common_pb2.OUTCOME_TIMEOUT, count=1),
         ],
         success_rate=0.75,
         duration_p50_ms=120,
         duration_p95_ms=480,
         duration_max_ms=15_000,
     )
-    node = node_pb2.Node(
-        info=node_pb2.NodeInfo(
-            node_id="n1", host="h", engines=["chromium"], slots=4, labels={"r": "eu"}
+    node = nodes_pb2.Node(
+        info=nodes_pb2.NodeInfo(
+            node_id="n1",
+            host="h",
+            engines=[common_pb2.ENGINE_CHROMIUM],
+            slots=4,
+            labels={"r": "eu"},
         ),
-        state=node_pb2.NODE_STATE_READY,
-        load=node_pb2.NodeLoad(busy_slots=1, free_slots=3),
+        state=nodes_pb2.NODE_STATE_READY,
+        load=nodes_pb2.NodeLoad(busy_slots=1, free_slots=3),
     )
     node.last_heartbeat.FromDatetime(datetime(2025, 1, 1, tzinfo=UTC))
     console = Console(record=True, width=160)
@@ -278,18 +285,18 @@ class _NodeClient:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def _node(self, verb: str, node_id: str, state: int) -> node_pb2.Node:
+    def _node(self, verb: str, node_id: str, state: int) -> nodes_pb2.Node:
         self.calls.append((verb, node_id))
-        return node_pb2.Node(info=node_pb2.NodeInfo(node_id=node_id), state=state)
+        return nodes_pb2.Node(info=nodes_pb2.NodeInfo(node_id=node_id), state=state)
 
-    def cordon_node(self, node_id: str) -> node_pb2.Node:
-        return self._node("cordon", node_id, node_pb2.NODE_STATE_CORDONED)
+    def cordon_node(self, node_id: str) -> nodes_pb2.Node:
+        return self._node("cordon", node_id, nodes_pb2.NODE_STATE_CORDONED)
 
-    def drain_node(self, node_id: str) -> node_pb2.Node:
-        return self._node("drain", node_id, node_pb2.NODE_STATE_DRAINING)
+    def drain_node(self, node_id: str) -> nodes_pb2.Node:
+        return self._node("drain", node_id, nodes_pb2.NODE_STATE_DRAINING)
 
-    def uncordon_node(self, node_id: str) -> node_pb2.Node:
-        return self._node("uncordon", node_id, node_pb2.NODE_STATE_READY)
+    def uncordon_node(self, node_id: str) -> nodes_pb2.Node:
+        return self._node("uncordon", node_id, nodes_pb2.NODE_STATE_READY)
 
 
 def test_nodes_cordon_drain_uncordon(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -301,21 +308,21 @@ def test_nodes_cordon_drain_uncordon(monkeypatch: pytest.MonkeyPatch) -> None:
         assert result.exit_code == 0, result.output
         assert result.output.strip() == f"node n1 is {state}"
     result = runner.invoke(app, ["nodes", "drain", "n2", "-o", "json"])
-    assert json.loads(result.output)["state"] == "NODE_STATE_DRAINING"
+    assert json.loads(result.output)["state"] == "draining"
     assert client.calls == [("cordon", "n1"), ("drain", "n1"), ("uncordon", "n1"), ("drain", "n2")]
     assert runner.invoke(app, ["nodes", "cordon"]).exit_code == 2  # the node is required
 
 
 def test_nodes_show_playwright_and_browser_versions() -> None:
     """`nodes ls` shows the Playwright and browser versions; -o json carries them too."""
-    node = node_pb2.Node(
-        info=node_pb2.NodeInfo(
+    node = nodes_pb2.Node(
+        info=nodes_pb2.NodeInfo(
             node_id="n1",
-            engines=["chromium"],
+            engines=[common_pb2.ENGINE_CHROMIUM],
             playwright_version="1.65.0",
             browser_versions={"chromium": "156.0.7000.1"},
         ),
-        state=node_pb2.NODE_STATE_READY,
+        state=nodes_pb2.NODE_STATE_READY,
     )
     console = Console(record=True, width=200)
     console.print(nodes_table([node]))
@@ -385,7 +392,6 @@ def test_serve_invalid_env_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 def test_metrics_table_and_result_columns() -> None:
     """The watch summary's metrics table formats each measurement; CSV rows carry the vitals."""
     from cli._output import RESULT_COLUMNS, metrics_table, result_row
-    from smartfleet.v1 import results_pb2
 
     stats = runs_pb2.RunStats(
         metrics=[
