@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf import duration_pb2
 
-from smartfleet.v1 import fleet_pb2_grpc, results_pb2, runs_pb2
+from smartfleet.v1 import fleet_service_pb2_grpc, results_pb2, runs_pb2
 
 TERMINAL = {
     runs_pb2.RUN_STATUS_COMPLETED,
@@ -22,7 +22,7 @@ class Fleet:
 
     def __init__(self, addr: str, token: str) -> None:
         self.channel = grpc.aio.insecure_channel(addr)
-        self.api = fleet_pb2_grpc.FleetStub(self.channel)
+        self.api = fleet_service_pb2_grpc.FleetServiceStub(self.channel)
         self.md = (("authorization", f"Bearer {token}"),)
 
     async def __aenter__(self) -> Fleet:
@@ -32,14 +32,18 @@ class Fleet:
         await self.channel.close()
 
     async def create(self, spec: runs_pb2.RunSpec, *, start: bool = True) -> runs_pb2.Run:
-        return await self.api.CreateRun(
-            runs_pb2.CreateRunRequest(spec=spec, start=start), metadata=self.md, timeout=60
-        )
+        return (
+            await self.api.CreateRun(
+                runs_pb2.CreateRunRequest(spec=spec, start=start), metadata=self.md, timeout=60
+            )
+        ).run
 
     async def get(self, run_id: str, *, timeout: float = 10) -> runs_pb2.Run:
-        return await self.api.GetRun(
-            runs_pb2.GetRunRequest(run_id=run_id), metadata=self.md, timeout=timeout
-        )
+        return (
+            await self.api.GetRun(
+                runs_pb2.GetRunRequest(run_id=run_id), metadata=self.md, timeout=timeout
+            )
+        ).run
 
     async def wait_final(self, run_id: str, *, timeout: float = 600) -> runs_pb2.Run:
         last: runs_pb2.Run | None = None

@@ -25,5 +25,7 @@ async def create_million(
     for _ in range(int(settle_s / 0.25)):
         peak = max(peak, rss_mb(scheduler_pid))
         await asyncio.sleep(0.25)
-    await fleet.api.CancelRun(runs_pb2.RunRef(run_id=run.id), metadata=fleet.md, timeout=30)
+    await fleet.api.CancelRun(
+        runs_pb2.CancelRunRequest(run_id=run.id), metadata=fleet.md, timeout=30
+    )
     return seconds, before, peak

@@ -30,7 +30,7 @@ from bench._procs import browser_pids, tree_memory_mb
 from bench._report import Row, table
 from cli._stack import Stack
 from demo import DemoSite
-from smartfleet.v1 import results_pb2, runs_pb2
+from smartfleet.v1 import common_pb2, runs_pb2
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -160,8 +160,8 @@ async def soak(
             events = node_events(log, log_offset)
             node_alive = stack.node_pid == node_pid
 
-    ok = [r for r in results if r.outcome == results_pb2.OUTCOME_OK]
-    failed = [r for r in results if r.outcome != results_pb2.OUTCOME_OK]
+    ok = [r for r in results if r.outcome == common_pb2.OUTCOME_OK]
+    failed = [r for r in results if r.outcome != common_pb2.OUTCOME_OK]
     finished = sorted(r.finished_at.ToDatetime().timestamp() for r in results)
     tenth = max(2, len(finished) // 10)
     first, last = rate(finished[:tenth]), rate(finished[-tenth:])

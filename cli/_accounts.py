@@ -12,7 +12,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from cli._accounts_client import open_accounts_client
 from cli._context import output_format
-from cli._data import message_data
+from cli._data import enum_field_text, message_data
 from cli._errors import CliError, report_errors
 from cli._output import Column, OutputFormat, OutputOption, emit_list, emit_one, hint
 from cli._text import short_time_text, timestamp_text, timestamp_value
@@ -117,7 +117,9 @@ def update_request(
         account.cooldown.CopyFrom(parse_cooldown(cooldown))
         paths.append("cooldown")
     if enable is not None:
-        account.status = "active" if enable else "disabled"
+        account.status = (
+            accounts_pb2.ACCOUNT_STATUS_ACTIVE if enable else accounts_pb2.ACCOUNT_STATUS_DISABLED
+        )
         paths.append("status")
     return account, paths
 
@@ -140,8 +142,8 @@ ACCOUNT_COLUMNS: list[Column[accounts_pb2.Account]] = [
     Column(header="ACCOUNT", text=lambda account: account.name),
     Column(
         header="STATUS",
-        text=lambda account: account.status,
-        style=lambda account: _STATUS_STYLE.get(account.status),
+        text=lambda account: enum_field_text(account, "status"),
+        style=lambda account: _STATUS_STYLE.get(enum_field_text(account, "status")),
     ),
     Column(header="LABELS", text=_labels, wrap=12, priority=2),
     Column(header="PROXY", text=lambda account: account.proxy or "-", wrap=16, priority=4),
@@ -173,7 +175,11 @@ def account_fields(
 ) -> list[tuple[str, str] | tuple[str, str, str | None]]:
     return [
         ("account", account.name),
-        ("status", account.status, _STATUS_STYLE.get(account.status)),
+        (
+            "status",
+            enum_field_text(account, "status"),
+            _STATUS_STYLE.get(enum_field_text(account, "status")),
+        ),
         ("labels", _labels(account)),
         ("proxy", account.proxy or "-"),
         ("sessions per hour", str(account.sessions_per_hour or "no limit")),
@@ -216,7 +222,9 @@ def create(
         labels=parse_labels(labels or ()),
         proxy=proxy or "",
         sessions_per_hour=per_hour or 0,
-        status="disabled" if disabled else "active",
+        status=accounts_pb2.ACCOUNT_STATUS_DISABLED
+        if disabled
+        else accounts_pb2.ACCOUNT_STATUS_ACTIVE,
     )
     if cooldown is not None:
         account.cooldown.CopyFrom(parse_cooldown(cooldown))

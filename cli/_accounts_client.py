@@ -18,7 +18,7 @@ class AccountsClient(FleetClient):
         self, account: accounts_pb2.Account, *, storage_state: bytes = b""
     ) -> accounts_pb2.Account:
         request = accounts_pb2.CreateAccountRequest(account=account, storage_state=storage_state)
-        return self._unary(self._stub.CreateAccount, request)
+        return self._unary(self._stub.CreateAccount, request).account
 
     def update_account(
         self, account: accounts_pb2.Account, *, paths: list[str], storage_state: bytes = b""
@@ -26,17 +26,18 @@ class AccountsClient(FleetClient):
         request = accounts_pb2.UpdateAccountRequest(
             account=account, storage_state=storage_state, update_mask=FieldMask(paths=paths)
         )
-        return self._unary(self._stub.UpdateAccount, request)
+        return self._unary(self._stub.UpdateAccount, request).account
 
     def get_account(self, name: str) -> accounts_pb2.Account:
-        return self._unary(self._stub.GetAccount, accounts_pb2.AccountRef(name=name))
+        request = accounts_pb2.GetAccountRequest(name=name)
+        return self._unary(self._stub.GetAccount, request).account
 
     def list_accounts(self) -> list[accounts_pb2.Account]:
         response = self._unary(self._stub.ListAccounts, accounts_pb2.ListAccountsRequest())
         return list(response.accounts)
 
     def delete_account(self, name: str) -> None:
-        self._unary(self._stub.DeleteAccount, accounts_pb2.AccountRef(name=name))
+        self._unary(self._stub.DeleteAccount, accounts_pb2.DeleteAccountRequest(name=name))
 
 
 def open_accounts_client(ctx: typer.Context) -> AccountsClient:

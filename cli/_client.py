@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO, NoReturn, TypeVar
 
 import grpc
@@ -11,7 +11,15 @@ import grpc
 from cli._config import Connection
 from cli._errors import CliError
 from cli._output import debug
-from smartfleet.v1 import artifacts_pb2, fleet_pb2_grpc, node_pb2, results_pb2, runs_pb2
+from smartfleet.v1 import (
+    artifacts_pb2,
+    common_pb2,
+    fleet_service_pb2,
+    fleet_service_pb2_grpc,
+    nodes_pb2,
+    results_pb2,
+    runs_pb2,
+)
 
 ResponseT = TypeVar("ResponseT")
 
@@ -39,7 +47,7 @@ class FleetClient:
             self._channel = grpc.secure_channel(connection.gateway, credentials, options=options)
         else:
             self._channel = grpc.insecure_channel(connection.gateway, options=options)
-        self._stub = fleet_pb2_grpc.FleetStub(self._channel)
+        self._stub = fleet_service_pb2_grpc.FleetServiceStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {connection.token}"),) if connection.token else ()
         )
@@ -57,62 +65,106 @@ class FleetClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def create_run(self, spec: runs_pb2.RunSpec, *, start: bool = False) -> runs_pb2.Run:
-        request = runs_pb2.CreateRunRequest(spec=spec, start=start)
-        return self._unary(self._stub.CreateRun, request)
+    def create_run(
+        self,
+        spec: runs_pb2.RunSpec,
+        *,
+        start: bool = False,
+        labels: dict[str, str] | None = None,
+        request_id: str = "",
+    ) -> runs_pb2.Run:
+        request = runs_pb2.CreateRunRequest(
+            spec=spec, start=start, labels=labels or {}, request_id=request_id
+        )
+        return self._unary(self._stub.CreateRun, request).run
+
+    def plan_run(self, spec: runs_pb2.RunSpec) -> runs_pb2.RunPlanSummary:
+        """The plan of a spec, validated by the server, without creating anything."""
+        request = runs_pb2.CreateRunRequest(spec=spec, validate_only=True)
+        return self._unary(self._stub.CreateRun, request).plan
 
     def start_run(self, run_id: str) -> runs_pb2.Run:
-        return self._unary(self._stub.StartRun, runs_pb2.StartRunRequest(run_id=run_id))
+        return self._unary(self._stub.StartRun, runs_pb2.StartRunRequest(run_id=run_id)).run
 
     def get_run(self, run_id: str) -> runs_pb2.Run:
-        return self._unary(self._stub.GetRun, runs_pb2.GetRunRequest(run_id=run_id))
+        return self._unary(self._stub.GetRun, runs_pb2.GetRunRequest(run_id=run_id)).run
 
     def list_runs(self, *, limit: int = 20) -> list[runs_pb2.Run]:
-        response = self._unary(self._stub.ListRuns, runs_pb2.ListRunsRequest(limit=limit))
+        response = self._unary(self._stub.ListRuns, runs_pb2.ListRunsRequest(page_size=limit))
         return list(response.runs)
 
     def get_run_stats(self, run_id: str) -> runs_pb2.RunStats:
-        return self._unary(self._stub.GetRunStats, runs_pb2.GetRunStatsRequest(run_id=run_id))
+        request = runs_pb2.GetRunStatsRequest(run_id=run_id)
+        return self._unary(self._stub.GetRunStats, request).stats
 
     def pause_run(self, run_id: str) -> runs_pb2.Run:
-        return self._unary(self._stub.PauseRun, runs_pb2.RunRef(run_id=run_id))
+        return self._unary(self._stub.PauseRun, runs_pb2.PauseRunRequest(run_id=run_id)).run
 
     def resume_run(self, run_id: str) -> runs_pb2.Run:
-        return self._unary(self._stub.ResumeRun, runs_pb2.RunRef(run_id=run_id))
+        return self._unary(self._stub.ResumeRun, runs_pb2.ResumeRunRequest(run_id=run_id)).run
 
     def cancel_run(self, run_id: str) -> runs_pb2.Run:
-        return self._unary(self._stub.CancelRun, runs_pb2.RunRef(run_id=run_id))
+        return self._unary(self._stub.CancelRun, runs_pb2.CancelRunRequest(run_id=run_id)).run
 
     def expedite_run(self, run_id: str) -> runs_pb2.Run:
-        return self._unary(self._stub.ExpediteRun, runs_pb2.RunRef(run_id=run_id))
+        request = runs_pb2.ExpediteRunRequest(run_id=run_id)
+        return self._unary(self._stub.ExpediteRun, request).run
 
-    def list_jobs(self, run_id: str, *, status: str = "", limit: int = 100) -> list[runs_pb2.Job]:
-        request = runs_pb2.ListJobsRequest(run_id=run_id, status=status, limit=limit)
-        return list(self._unary(self._stub.ListJobs, request).jobs)
+    def list_jobs(
+        self,
+        run_id: str,
+        *,
+        statuses: Sequence[runs_pb2.JobStatus.ValueType] = (),
+        limit: int = 100,
+    ) -> list[runs_pb2.Job]:
+        """Up to `limit` jobs of the run in index order (pages followed as needed)."""
+        jobs: list[runs_pb2.Job] = []
+        token = ""
+        while len(jobs) < limit:
+            request = runs_pb2.ListJobsRequest(
+                run_id=run_id,
+                statuses=statuses,
+                page_size=min(5000, limit - len(jobs)),
+                page_token=token,
+            )
+            response = self._unary(self._stub.ListJobs, request)
+            jobs.extend(response.jobs)
+            token = response.next_page_token
+            if not token:
+                break
+        return jobs
 
-    def iter_results(self, run_id: str, *, page: int = 1000) -> Iterator[results_pb2.SessionResult]:
-        """Every stored result of a run, oldest first, a page per call."""
-        after = 0
+    def iter_results(
+        self,
+        run_id: str,
+        *,
+        page: int = 1000,
+        outcomes: Sequence[common_pb2.Outcome.ValueType] = (),
+    ) -> Iterator[results_pb2.SessionResult]:
+        """Every stored result of a run, in the order stored, a page per call."""
+        token = ""
         while True:
-            request = results_pb2.ListResultsRequest(run_id=run_id, limit=page, after=after)
+            request = results_pb2.ListResultsRequest(
+                run_id=run_id, page_size=page, page_token=token, outcomes=outcomes
+            )
             response = self._unary(self._stub.ListResults, request)
             yield from response.results
-            if not response.next_after:
+            token = response.next_page_token
+            if not token:
                 return
-            after = response.next_after
 
     def iter_artifacts(self, run_id: str, *, job_id: str = "") -> Iterator[artifacts_pb2.Artifact]:
         """Every stored artifact of a run (or one job), in key order, a page per call."""
-        after = ""
+        token = ""
         while True:
             request = artifacts_pb2.ListArtifactsRequest(
-                run_id=run_id, job_id=job_id, after_key=after
+                run_id=run_id, job_id=job_id, page_token=token
             )
             response = self._unary(self._stub.ListArtifacts, request)
             yield from response.artifacts
-            if not response.next_after_key:
+            token = response.next_page_token
+            if not token:
                 return
-            after = response.next_after_key
 
     def download_artifact(
         self, key: str, handle: BinaryIO, *, on_bytes: Callable[[int], None] | None = None
@@ -134,24 +186,31 @@ class FleetClient:
             self._raise(error)
         return written
 
-    def list_hosts(self) -> list[runs_pb2.HostBackoff]:
-        return list(self._unary(self._stub.ListHosts, runs_pb2.ListHostsRequest()).hosts)
+    def list_hosts(self) -> list[nodes_pb2.HostBackoff]:
+        return list(self._unary(self._stub.ListHosts, nodes_pb2.ListHostsRequest()).hosts)
 
-    def reset_host_backoff(self, host: str) -> runs_pb2.HostBackoff:
-        return self._unary(self._stub.ResetHostBackoff, runs_pb2.ResetHostBackoffRequest(host=host))
+    def reset_host_backoff(self, host: str) -> list[nodes_pb2.HostBackoff]:
+        request = nodes_pb2.ResetHostBackoffRequest(host=host)
+        return list(self._unary(self._stub.ResetHostBackoff, request).reset)
 
-    def list_nodes(self) -> list[node_pb2.Node]:
-        response = self._unary(self._stub.ListNodes, node_pb2.ListNodesRequest())
+    def list_nodes(self) -> list[nodes_pb2.Node]:
+        response = self._unary(self._stub.ListNodes, nodes_pb2.ListNodesRequest())
         return list(response.nodes)
 
-    def cordon_node(self, node_id: str) -> node_pb2.Node:
-        return self._unary(self._stub.CordonNode, node_pb2.NodeRef(node_id=node_id))
+    def cordon_node(self, node_id: str) -> nodes_pb2.Node:
+        request = nodes_pb2.CordonNodeRequest(node_id=node_id)
+        return self._unary(self._stub.CordonNode, request).node
 
-    def drain_node(self, node_id: str) -> node_pb2.Node:
-        return self._unary(self._stub.DrainNode, node_pb2.NodeRef(node_id=node_id))
+    def drain_node(self, node_id: str) -> nodes_pb2.Node:
+        return self._unary(self._stub.DrainNode, nodes_pb2.DrainNodeRequest(node_id=node_id)).node
 
-    def uncordon_node(self, node_id: str) -> node_pb2.Node:
-        return self._unary(self._stub.UncordonNode, node_pb2.NodeRef(node_id=node_id))
+    def uncordon_node(self, node_id: str) -> nodes_pb2.Node:
+        request = nodes_pb2.UncordonNodeRequest(node_id=node_id)
+        return self._unary(self._stub.UncordonNode, request).node
+
+    def server_info(self) -> list[fleet_service_pb2.ServerComponent]:
+        request = fleet_service_pb2.GetServerInfoRequest()
+        return list(self._unary(self._stub.GetServerInfo, request).components)
 
     def watch_run(self, run_id: str, *, deadline: float | None = None) -> Iterator[runs_pb2.Run]:
         """Snapshots of the run until it is final, or until `deadline` (time.monotonic()).
@@ -167,11 +226,12 @@ class FleetClient:
                 if segment <= 0:
                     return
             try:
-                for run in self._stub.WatchRun(
+                for reply in self._stub.WatchRun(
                     runs_pb2.WatchRunRequest(run_id=run_id),
                     timeout=segment,
                     metadata=self._metadata,
                 ):
+                    run = reply.run
                     delivered, failures = True, 0
                     yield run
                     if is_final(run):

@@ -19,7 +19,9 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from cli._errors import CliError
 from services.common.durations import format_duration
+from smartfleet.v1 import runs_pb2
 
 _INT64_TYPES = frozenset(
     {
@@ -115,3 +117,15 @@ def _single(field: FieldDescriptor, value: Any) -> Any:
     if message_type.full_name.startswith("smartfleet.") and isinstance(value, dict):
         return _message(value, message_type)
     return value  # Timestamp (RFC 3339), Struct and the other well-known types as they are
+
+
+def job_statuses(text: str) -> list[runs_pb2.JobStatus.ValueType]:
+    """`--status dead` as the JobStatus filter (none: every status); CliError naming the flag."""
+    if not text:
+        return []
+    enum = runs_pb2.JobStatus.DESCRIPTOR
+    for value in enum.values:
+        if value.number and enum_text(enum, value.number) == text:
+            return [cast(runs_pb2.JobStatus.ValueType, value.number)]
+    known = ", ".join(enum_text(enum, v.number) for v in enum.values if v.number)
+    raise CliError(f"--status: unknown status {text!r}; one of {known}")

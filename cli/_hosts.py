@@ -9,7 +9,7 @@ import typer
 from cli._context import open_client, output_format
 from cli._data import message_data
 from cli._errors import report_errors
-from cli._output import OutputOption, emit_list, emit_one, say
+from cli._output import OutputOption, emit_list, say
 from cli._views import HOST_COLUMNS
 
 app = typer.Typer(help="Target hosts and their error backoff.", no_args_is_help=True)
@@ -36,21 +36,27 @@ def list_hosts(ctx: typer.Context, output: OutputOption = None) -> None:
 def reset_backoff(
     ctx: typer.Context,
     host: Annotated[
-        str, typer.Argument(metavar="HOST", help="The target host, e.g. shop.example.com.")
+        str,
+        typer.Argument(
+            metavar="HOST",
+            help="An origin (https://shop.example.com) or a host name (all its origins).",
+        ),
     ],
     output: OutputOption = None,
 ) -> None:
-    """End a host's error backoff now (after fixing the site, say)."""
+    """End a target's error backoff now (after fixing the site, say): an origin, or a host
+    name for every origin of that host. A target that never erred is an error."""
     with open_client(ctx) as client:
-        state = client.reset_host_backoff(host)
+        states = client.reset_host_backoff(host)
     fmt = output_format(ctx, output)
     if not fmt.is_table:
-        emit_one(
-            state,
-            output=fmt,
-            data=message_data,
-            fields=lambda item: [(c.header.lower(), c.text(item)) for c in HOST_COLUMNS],
+        emit_list(
+            states,
             columns=HOST_COLUMNS,
+            output=fmt,
+            key="reset",
+            data=message_data,
         )
         return
-    say(f"{state.host}: backoff reset")
+    for state in states:
+        say(f"{state.host}: backoff reset")

@@ -11,7 +11,7 @@ from cli._data import message_data
 from cli._errors import report_errors
 from cli._output import OutputFormat, OutputOption, emit_list, emit_one, say
 from cli._views import node_columns, node_state
-from smartfleet.v1 import node_pb2
+from smartfleet.v1 import nodes_pb2
 
 app = typer.Typer(help="Inspect, cordon and drain browser nodes.", no_args_is_help=True)
 
@@ -35,7 +35,7 @@ def list_nodes(ctx: typer.Context, output: OutputOption = None) -> None:
     )
 
 
-def node_fields(node: node_pb2.Node) -> list[tuple[str, str]]:
+def node_fields(node: nodes_pb2.Node) -> list[tuple[str, str]]:
     return [(column.header.lower(), column.text(node)) for column in node_columns()]
 
 

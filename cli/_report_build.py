@@ -17,7 +17,7 @@ from cli._data import enum_field_text
 from cli._results import reason_text
 from cli._text import metric_text, ms_text, plural, timestamp_text
 from cli._views import outcome_rows, run_duration_text, run_status
-from smartfleet.v1 import results_pb2, runs_pb2
+from smartfleet.v1 import common_pb2, results_pb2, runs_pb2
 
 _REASONS_PER_CASE = 5
 
@@ -103,7 +103,7 @@ def build_report(
     for result in results:
         seen = last.get(result.job_id)
         if seen is None or result.attempt >= seen.attempt:
-            ok = result.outcome == results_pb2.OUTCOME_OK
+            ok = result.outcome == common_pb2.OUTCOME_OK
             last[result.job_id] = _Seen(
                 attempt=result.attempt,
                 index=result.index,

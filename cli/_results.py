@@ -11,7 +11,7 @@ from cli._data import enum_field_text, message_data
 from cli._output import Column
 from cli._text import ms_text
 from cli._views import outcome_style
-from smartfleet.v1 import results_pb2
+from smartfleet.v1 import common_pb2, results_pb2
 
 Result = results_pb2.SessionResult
 
@@ -175,7 +175,7 @@ def failure_reasons(
             summary.complete = False
             break
         summary.results_read += 1
-        if result.outcome == results_pb2.OUTCOME_OK:
+        if result.outcome == common_pb2.OUTCOME_OK:
             continue
         summary.failures_read += 1
         outcome = enum_field_text(result, "outcome")

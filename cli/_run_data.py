@@ -13,7 +13,7 @@ import typer
 from rich.progress import Progress
 
 from cli._context import open_client, output_format
-from cli._data import message_data
+from cli._data import job_statuses, message_data
 from cli._errors import CliError, err_console, report_errors
 from cli._output import (
     UI,
@@ -46,7 +46,7 @@ def jobs(
 ) -> None:
     """List a run's jobs (one per session), e.g. the dead ones."""
     with open_client(ctx) as client:
-        found = client.list_jobs(run_id, status=status, limit=limit)
+        found = client.list_jobs(run_id, statuses=job_statuses(status), limit=limit)
     emit_list(
         found,
         columns=JOB_COLUMNS,

@@ -14,7 +14,7 @@ from cli._output import Column, OutputFormat, OutputOption, emit_list, emit_one,
 from cli._schedules_client import open_schedules_client
 from cli._spec import build_spec, load_spec_document
 from cli._text import short_time_text, timestamp_text, timestamp_value
-from smartfleet.v1 import accounts_pb2, runs_pb2
+from smartfleet.v1 import runs_pb2, schedules_pb2
 
 app = typer.Typer(
     help="Manage schedules: a cron expression plus a run template; each tick starts a run.",
@@ -31,21 +31,21 @@ def schedule_message(
     timezone: str,
     template: runs_pb2.RunSpec,
     paused: bool = False,
-) -> accounts_pb2.Schedule:
-    return accounts_pb2.Schedule(
+) -> schedules_pb2.Schedule:
+    return schedules_pb2.Schedule(
         name=name, cron=cron, timezone=timezone, template=template, paused=paused
     )
 
 
-def _state(schedule: accounts_pb2.Schedule) -> str:
+def _state(schedule: schedules_pb2.Schedule) -> str:
     return "paused" if schedule.paused else "active"
 
 
-def _state_style(schedule: accounts_pb2.Schedule) -> str:
+def _state_style(schedule: schedules_pb2.Schedule) -> str:
     return "yellow" if schedule.paused else "green"
 
 
-SCHEDULE_COLUMNS: list[Column[accounts_pb2.Schedule]] = [
+SCHEDULE_COLUMNS: list[Column[schedules_pb2.Schedule]] = [
     Column(header="SCHEDULE", text=lambda schedule: schedule.name),
     Column(header="CRON", text=lambda schedule: schedule.cron),
     Column(header="TIMEZONE", text=lambda schedule: schedule.timezone or "UTC", priority=4),
@@ -74,7 +74,7 @@ SCHEDULE_COLUMNS: list[Column[accounts_pb2.Schedule]] = [
 
 
 def schedule_fields(
-    schedule: accounts_pb2.Schedule,
+    schedule: schedules_pb2.Schedule,
 ) -> list[tuple[str, str] | tuple[str, str, str | None]]:
     template = schedule.template
     return [
@@ -91,7 +91,9 @@ def schedule_fields(
     ]
 
 
-def _show(ctx: typer.Context, schedule: accounts_pb2.Schedule, output: OutputFormat | None) -> None:
+def _show(
+    ctx: typer.Context, schedule: schedules_pb2.Schedule, output: OutputFormat | None
+) -> None:
     emit_one(
         schedule,
         output=output_format(ctx, output),

@@ -17,6 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 
 from cli._errors import CliError
+from services.common.contracts import engine_number, spec_data_from_pb, to_proto_json
 from services.common.durations import parse_duration
 from services.common.errors import InvalidArgument
 from services.common.spec import RunSpec, parse_spec
@@ -105,9 +106,20 @@ def interpolate(value: Any, *, source: str, environ: Mapping[str, str], path: st
 def spec_from_document(document: dict[str, Any], *, source: str = "spec") -> runs_pb2.RunSpec:
     """Parse a spec mapping strictly: unknown fields and bad values are errors naming the field."""
     normalized = _normalize(document, runs_pb2.RunSpec.DESCRIPTOR, path="", source=source)
+    limits = normalized.get("limits")
+    if isinstance(limits, dict) and isinstance(limits.get("engine_concurrency"), dict):
+        # Files write per-engine limits as a map; the message holds a list of EngineLimit.
+        limits["engine_concurrency"] = [
+            {"engine": engine, "max_concurrency": cap}
+            for engine, cap in limits["engine_concurrency"].items()
+        ]
     spec = runs_pb2.RunSpec()
     try:
-        json_format.ParseDict(normalized, spec, ignore_unknown_fields=False)
+        json_format.ParseDict(
+            to_proto_json(normalized, runs_pb2.RunSpec.DESCRIPTOR),
+            spec,
+            ignore_unknown_fields=False,
+        )
     except json_format.ParseError as error:
         raise CliError(f"{source}: {error}") from error
     return spec
@@ -140,7 +152,10 @@ def build_spec(
     if timeout is not None:
         spec.limits.session_timeout.FromTimedelta(_duration("--timeout", timeout))
     if engine is not None:
-        spec.engine = engine
+        try:
+            spec.engine = engine_number(engine)
+        except ValueError as error:
+            raise CliError(f"--engine: {error}") from error
     if not spec.targets:
         raise CliError(
             "a run needs at least one target: pass --target URL or list `targets` in the spec file"
@@ -217,6 +232,6 @@ def _normalize_single(field: FieldDescriptor, value: Any, *, path: str, source: 
 def validated_spec(spec: runs_pb2.RunSpec) -> RunSpec:
     """The spec checked here as the scheduler checks it (all but the server's allowlist)."""
     try:
-        return parse_spec(json_format.MessageToDict(spec, preserving_proto_field_name=True))
+        return parse_spec(spec_data_from_pb(spec))
     except InvalidArgument as error:
         raise CliError(f"invalid argument: {error.message}") from error

@@ -20,7 +20,7 @@ from cli._text import (
     timestamp_value,
 )
 from services.common.durations import format_duration
-from smartfleet.v1 import node_pb2, results_pb2, runs_pb2
+from smartfleet.v1 import common_pb2, nodes_pb2, results_pb2, runs_pb2
 
 STATUS_STYLE = {
     "draft": "dim",
@@ -55,7 +55,7 @@ def run_status(run: runs_pb2.Run) -> str:
     return enum_field_text(run, "status")
 
 
-def node_state(node: node_pb2.Node) -> str:
+def node_state(node: nodes_pb2.Node) -> str:
     return enum_field_text(node, "state")
 
 
@@ -131,8 +131,8 @@ def run_fields(run: runs_pb2.Run) -> list[tuple[str, str] | tuple[str, str, str 
         ("status", status, status_style(status)),
         ("targets", "\n".join(spec.targets) or "-"),
         ("sessions", str(spec.sessions)),
-        ("engine", spec.engine or "chromium"),
-        ("pacing", spec.pacing.mode or "fast"),
+        ("engine", enum_field_text(spec, "engine") if spec.engine else "chromium"),
+        ("pacing", enum_field_text(spec.pacing, "mode") if spec.pacing.mode else "fast"),
         ("concurrency", str(spec.limits.max_concurrency or "fleet capacity")),
         ("session timeout", timeout),
         (
@@ -148,16 +148,16 @@ def run_fields(run: runs_pb2.Run) -> list[tuple[str, str] | tuple[str, str, str 
     ]
 
 
-def _labels(node: node_pb2.Node) -> str:
+def _labels(node: nodes_pb2.Node) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(node.info.labels.items())) or "-"
 
 
-def _browsers(node: node_pb2.Node) -> str:
+def _browsers(node: nodes_pb2.Node) -> str:
     versions = sorted(node.info.browser_versions.items())
     return ", ".join(f"{engine} {version}" for engine, version in versions) or "-"
 
 
-def node_columns(*, now: datetime | None = None) -> list[Column[node_pb2.Node]]:
+def node_columns(*, now: datetime | None = None) -> list[Column[nodes_pb2.Node]]:
     return [
         Column(header="NODE", text=lambda node: node.info.node_id),
         Column(header="STATE", text=node_state, style=lambda node: status_style(node_state(node))),
@@ -166,7 +166,10 @@ def node_columns(*, now: datetime | None = None) -> list[Column[node_pb2.Node]]:
         _count(lambda node: node.load.free_slots, "FREE", 5),
         Column(
             header="ENGINES",
-            text=lambda node: ",".join(node.info.engines) or "-",
+            text=lambda node: (
+                ",".join(enum_text(common_pb2.Engine.DESCRIPTOR, e) for e in node.info.engines)
+                or "-"
+            ),
             wrap=8,
             priority=4,
         ),
@@ -198,13 +201,15 @@ def node_columns(*, now: datetime | None = None) -> list[Column[node_pb2.Node]]:
 JOB_COLUMNS: list[Column[runs_pb2.Job]] = [
     Column(header="JOB", text=lambda job: job.id),
     Column(
-        header="STATUS", text=lambda job: job.status, style=lambda job: status_style(job.status)
+        header="STATUS",
+        text=lambda job: enum_field_text(job, "status"),
+        style=lambda job: status_style(enum_field_text(job, "status")),
     ),
     _count(lambda job: job.attempt, "TRY", 4),
     Column(
         header="OUTCOME",
-        text=lambda job: job.outcome or "-",
-        style=lambda job: outcome_style(job.outcome) if job.outcome else None,
+        text=lambda job: enum_field_text(job, "outcome") if job.outcome else "-",
+        style=lambda job: outcome_style(enum_field_text(job, "outcome")) if job.outcome else None,
         priority=1,
     ),
     Column(header="ERROR", text=lambda job: job.error or "-", wrap=20, priority=2),
@@ -218,7 +223,7 @@ JOB_COLUMNS: list[Column[runs_pb2.Job]] = [
     Column(header="TARGET", text=lambda job: job.target_url or "-", wrap=20, wide=True),
 ]
 
-HOST_COLUMNS: list[Column[runs_pb2.HostBackoff]] = [
+HOST_COLUMNS: list[Column[nodes_pb2.HostBackoff]] = [
     Column(header="HOST", text=lambda host: host.host),
     _count(lambda host: host.consecutive_errors, "ERRORS IN A ROW", 1),
     Column(
@@ -239,15 +244,12 @@ def outcome_rows(stats: runs_pb2.RunStats) -> list[tuple[str, int, str]]:
     rows = []
     for item in sorted(stats.outcomes, key=lambda item: -item.count):
         share = f"{100 * item.count / total:.1f}%" if total else "-"
-        rows.append((outcome_spelling(item.outcome), item.count, share))
+        rows.append((enum_field_text(item, "outcome"), item.count, share))
     return rows
 
 
-def outcome_spelling(name: str) -> str:
-    """A string outcome in the enum's spelling, whichever spelling the server sent."""
-    enum = results_pb2.Outcome.DESCRIPTOR
-    value = enum.values_by_name.get(name) or enum.values_by_name.get(f"OUTCOME_{name.upper()}")
-    return enum_text(enum, value.number) if value is not None else name
+def outcome_spelling(value: common_pb2.Outcome.ValueType) -> str:
+    return enum_text(common_pb2.Outcome.DESCRIPTOR, value)
 
 
 OUTCOME_COLUMNS: list[Column[tuple[str, int, str]]] = [

@@ -51,7 +51,7 @@ from cli._output import (
 from cli._run_app import app as run_app
 from cli._schema import run_spec_schema_text
 from cli._up import up
-from smartfleet.v1 import node_pb2
+from smartfleet.v1 import nodes_pb2
 
 _help.install()
 assert _runs and _run_data and _report  # their commands register on the `run` group
@@ -190,7 +190,7 @@ def show_version(
     """This CLI's version, and the versions of the browser nodes the gateway knows."""
     fmt = output_format(ctx, output)
     client: dict[str, Any] = {"version": cli_version(), "python": platform.python_version()}
-    nodes: list[node_pb2.Node] = []
+    nodes: list[nodes_pb2.Node] = []
     problem = ""
     if not client_only:
         try:
@@ -222,7 +222,7 @@ def show_version(
         say(f"client: smartctl {client['version']} (Python {client['python']})")
         if not client_only and not problem:
             say(f"server: {SERVER_VERSION_UNKNOWN}")
-            columns: list[Column[node_pb2.Node]] = [
+            columns: list[Column[nodes_pb2.Node]] = [
                 Column(header="NODE", text=lambda node: node.info.node_id),
                 Column(header="VERSION", text=lambda node: node.info.version or "-"),
                 Column(header="PLAYWRIGHT", text=lambda node: node.info.playwright_version or "-"),

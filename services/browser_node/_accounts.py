@@ -44,9 +44,9 @@ class AccountStateUnavailable(Unavailable):
 class AccountStateSource(Protocol):
     """Where account state lives: the scheduler, through the node link."""
 
-    async def get_account_state(self, account: str) -> AccountState: ...
+    async def get_account_state(self, account: str, *, job_id: str) -> AccountState: ...
 
-    async def put_account_state(self, state: AccountState) -> None: ...
+    async def put_account_state(self, state: AccountState, *, job_id: str) -> None: ...
 
 
 def storage_state_from_json(account: str, data: bytes) -> dict[str, Any] | None:
@@ -95,7 +95,7 @@ class AccountStates:
         self._cache: OrderedDict[str, tuple[float, AccountState]] = OrderedDict()
         self.fetches = 0
 
-    async def get(self, account: str, *, fresh: bool = False) -> AccountState:
+    async def get(self, account: str, *, job_id: str, fresh: bool = False) -> AccountState:
         cached = self._cache.get(account)
         if (
             not fresh
@@ -105,14 +105,14 @@ class AccountStates:
             self._cache.move_to_end(account)
             return cached[1]
         self.fetches += 1
-        state = await self._source.get_account_state(account)
+        state = await self._source.get_account_state(account, job_id=job_id)
         self._remember(state)
         return state
 
-    async def write_back(self, account: str, storage_state: dict[str, Any]) -> None:
+    async def write_back(self, account: str, storage_state: dict[str, Any], *, job_id: str) -> None:
         """Store the state a session ended with (only the storage state: never the proxy)."""
         await self._source.put_account_state(
-            AccountState(account=account, storage_state=storage_state)
+            AccountState(account=account, storage_state=storage_state), job_id=job_id
         )
         cached = self._cache.get(account)
         base = cached[1] if cached is not None else AccountState(account=account)

@@ -24,10 +24,10 @@ from services.browser_node._accounts import (
     storage_state_to_json,
 )
 from services.browser_node._backoff import Backoff
-from services.common.contracts import node_info_to_pb, node_load_to_pb, result_to_pb
+from services.common.contracts import from_duration, node_info_to_pb, node_load_to_pb, result_to_pb
 from services.common.errors import SmartfleetError, Unavailable
 from services.common.types import NodeInfo, NodeLoad, NodeState, SessionResult
-from smartfleet.v1 import artifacts_pb2, node_pb2, node_pb2_grpc
+from smartfleet.v1 import node_link_pb2, node_link_pb2_grpc, nodes_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _account_error(error: grpc.aio.AioRpcError, call: str, account: str) -> Smar
     )
 
 
-def _command_from_pb(message: node_pb2.NodeCommand) -> NodeCommand | None:
+def _command_from_pb(message: node_link_pb2.NodeCommand) -> NodeCommand | None:
     kind = message.WhichOneof("command")
     if kind == "set_slots":
         return SetSlots(message.set_slots)
@@ -144,7 +144,7 @@ class SchedulerLink:
         self._on_command = on_command
         self._call_timeout = call_timeout
         self._channel: grpc.aio.Channel | None = None
-        self._stub: node_pb2_grpc.NodeLinkAsyncStub | None = None
+        self._stub: node_link_pb2_grpc.NodeLinkServiceAsyncStub | None = None
         self._task: asyncio.Task[None] | None = None
         self._known = False
         self.registered = asyncio.Event()
@@ -154,10 +154,10 @@ class SchedulerLink:
     def node_id(self) -> str:
         return self._info().node_id
 
-    def _connect(self) -> node_pb2_grpc.NodeLinkAsyncStub:
+    def _connect(self) -> node_link_pb2_grpc.NodeLinkServiceAsyncStub:
         if self._stub is None:
             self._channel = grpc.aio.insecure_channel(self._address)
-            self._stub = node_pb2_grpc.NodeLinkStub(self._channel)  # type: ignore[assignment]
+            self._stub = node_link_pb2_grpc.NodeLinkServiceStub(self._channel)  # type: ignore[assignment]
         assert self._stub is not None
         return self._stub
 
@@ -183,14 +183,14 @@ class SchedulerLink:
 
     async def register(self) -> timedelta:
         """One Register call; returns (and keeps) the heartbeat interval the scheduler wants."""
-        request = node_pb2.RegisterNodeRequest(info=node_info_to_pb(self._info()))
+        request = node_link_pb2.RegisterNodeRequest(info=node_info_to_pb(self._info()))
         try:
-            reply = await self._connect().Register(
+            reply = await self._connect().RegisterNode(
                 request, timeout=self._call_timeout.total_seconds()
             )
         except grpc.aio.AioRpcError as error:
-            raise _error_from(error, "Register") from error
-        interval = timedelta(seconds=reply.heartbeat_interval_s) or _DEFAULT_INTERVAL
+            raise _error_from(error, "RegisterNode") from error
+        interval = from_duration(reply.heartbeat_interval) or _DEFAULT_INTERVAL
         self.heartbeat_interval = min(max(interval, _MIN_INTERVAL), _MAX_INTERVAL)
         self._known = True
         self.registered.set()
@@ -199,10 +199,10 @@ class SchedulerLink:
     async def heartbeat(self, *, timeout: timedelta | None = None) -> bool:
         """One Heartbeat; hands its commands to `on_command`. False when the node must re-register."""
         status = self._status()
-        request = node_pb2.HeartbeatRequest(
+        request = node_link_pb2.HeartbeatRequest(
             node_id=self.node_id,
             load=node_load_to_pb(status.load),
-            state=node_pb2.NodeState.Value(f"NODE_STATE_{status.state.name}"),
+            state=nodes_pb2.NodeState.Value(f"NODE_STATE_{status.state.name}"),
             slots=status.slots,
         )
         try:
@@ -222,7 +222,7 @@ class SchedulerLink:
 
         Raises Unavailable when trying again later may work, SmartfleetError otherwise.
         """
-        request = node_pb2.ReportResultsRequest(
+        request = node_link_pb2.ReportResultsRequest(
             node_id=self.node_id, results=[result_to_pb(result) for result in results]
         )
         try:
@@ -234,7 +234,7 @@ class SchedulerLink:
         return {(stored.job_id, stored.attempt) for stored in reply.stored}
 
     async def report_in_progress(self, job_ids: Sequence[str]) -> None:
-        request = node_pb2.ReportInProgressRequest(node_id=self.node_id, job_ids=list(job_ids))
+        request = node_link_pb2.ReportInProgressRequest(node_id=self.node_id, job_ids=list(job_ids))
         try:
             await self._connect().ReportInProgress(
                 request, timeout=self._call_timeout.total_seconds()
@@ -242,9 +242,12 @@ class SchedulerLink:
         except grpc.aio.AioRpcError as error:
             raise _error_from(error, "ReportInProgress") from error
 
-    async def get_account_state(self, account: str) -> AccountState:
-        """The account's storage state and proxy. Raises AccountRefused or AccountStateUnavailable."""
-        request = node_pb2.AccountStateRequest(node_id=self.node_id, account=account)
+    async def get_account_state(self, account: str, *, job_id: str) -> AccountState:
+        """The account's storage state and proxy, for a job this node runs as the account.
+        Raises AccountRefused or AccountStateUnavailable."""
+        request = node_link_pb2.GetAccountStateRequest(
+            node_id=self.node_id, account=account, job_id=job_id
+        )
         try:
             reply = await self._connect().GetAccountState(
                 request, timeout=self._call_timeout.total_seconds()
@@ -257,11 +260,12 @@ class SchedulerLink:
             proxy=reply.proxy,
         )
 
-    async def put_account_state(self, state: AccountState) -> None:
-        """Write back an account's storage state; `proxy` is left empty (the node never sets it)."""
-        request = node_pb2.AccountState(
+    async def put_account_state(self, state: AccountState, *, job_id: str) -> None:
+        """Write back an account's storage state (the node never sets a proxy)."""
+        request = node_link_pb2.PutAccountStateRequest(
             node_id=self.node_id,
             account=state.account,
+            job_id=job_id,
             storage_state=storage_state_to_json(state.storage_state),
         )
         try:
@@ -279,7 +283,7 @@ class SchedulerLink:
         Raises Unavailable when trying again later may work, SmartfleetError otherwise.
         """
         size = (await asyncio.to_thread(path.stat)).st_size
-        header = artifacts_pb2.ArtifactHeader(
+        header = node_link_pb2.ArtifactHeader(
             node_id=self.node_id,
             run_id=run_id,
             job_id=job_id,
@@ -288,11 +292,11 @@ class SchedulerLink:
             size_bytes=size,
         )
 
-        async def messages() -> AsyncIterator[artifacts_pb2.ArtifactUpload]:
-            yield artifacts_pb2.ArtifactUpload(header=header)
+        async def messages() -> AsyncIterator[node_link_pb2.PutArtifactRequest]:
+            yield node_link_pb2.PutArtifactRequest(header=header)
             with path.open("rb") as handle:
                 while chunk := await asyncio.to_thread(handle.read, _UPLOAD_CHUNK):
-                    yield artifacts_pb2.ArtifactUpload(data=chunk)
+                    yield node_link_pb2.PutArtifactRequest(data=chunk)
 
         # Large artifacts get time in proportion (at least 1 MB/s) on top of the call timeout.
         timeout = self._call_timeout.total_seconds() + size / 1e6

@@ -237,6 +237,7 @@ class BrowserPool:
         run_id: str,
         cell: Cell | None = None,
         account: str = "",
+        job_id: str = "",
         har_path: Path | None = None,
     ) -> AsyncIterator[Page]:
         """A fresh context and page for one session, closed when the block ends.
@@ -261,7 +262,7 @@ class BrowserPool:
             # Written when the context closes; bodies are left out to keep it small.
             options["record_har_path"] = str(har_path)
             options["record_har_content"] = "omit"
-        live, state = await self._acquire(account)
+        live, state = await self._acquire(account, job_id)
         if state is not None and state.storage_state is not None:
             options["storage_state"] = state.storage_state
         context = None
@@ -305,7 +306,9 @@ class BrowserPool:
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def _acquire(self, account: str) -> tuple[_LiveBrowser, AccountState | None]:
+    async def _acquire(
+        self, account: str, job_id: str = ""
+    ) -> tuple[_LiveBrowser, AccountState | None]:
         async with self._lock(account or _SHARED):
             if self._playwright is None:
                 raise Unavailable("browser pool is not started")
@@ -319,7 +322,7 @@ class BrowserPool:
                     raise Unavailable("this node has no link to fetch account state from")
                 # A new browser starts from the scheduler's latest state; a running one may use
                 # the briefly cached one.
-                state = await self.accounts.get(account, fresh=live is None)
+                state = await self.accounts.get(account, job_id=job_id, fresh=live is None)
                 if live is not None and state.proxy != live.proxy:
                     logger.info(
                         "%s: the account's proxy changed; relaunching", self._describe(live)

@@ -231,6 +231,7 @@ class SessionRunner:
                 run_id=envelope.run_id,
                 cell=envelope.cell,
                 account=envelope.account,
+                job_id=envelope.job_id,
                 har_path=har_path,
             ) as page:
                 page.on("crash", lambda _: setattr(seen, "page_crashed", True))
@@ -305,7 +306,7 @@ class SessionRunner:
             state: Any = await asyncio.wait_for(
                 page.context.storage_state(), _WRITE_BACK_TIMEOUT.total_seconds()
             )
-            await accounts.write_back(envelope.account, dict(state))
+            await accounts.write_back(envelope.account, dict(state), job_id=envelope.job_id)
         except (PlaywrightError, TimeoutError, SmartfleetError) as error:
             error_class = (
                 ErrorClass.ACCOUNT if isinstance(error, AccountRefused) else ErrorClass.TRANSIENT

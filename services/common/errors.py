@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
 
@@ -16,14 +18,21 @@ class SmartfleetError(Exception):
 
 
 class InvalidArgument(SmartfleetError):
-    """A request field is malformed; `field` is its dotted path, `reason` says why."""
+    """Request fields are malformed: `violations` lists each one's dotted path and why (the
+    first is also `field` and `reason`)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}" if field else reason)
+    def __init__(self, field: str, reason: str, *, more: Sequence[tuple[str, str]] = ()) -> None:
+        self.violations = [(field, reason), *more]
+        super().__init__("; ".join(f"{f}: {r}" if f else r for f, r in self.violations))
         self.field = field
         self.reason = reason
+
+    @classmethod
+    def of(cls, violations: Sequence[tuple[str, str]]) -> InvalidArgument:
+        (field, reason), *more = violations
+        return cls(field, reason, more=more)
 
 
 class NotFound(SmartfleetError):
@@ -50,6 +59,14 @@ class AlreadyExists(SmartfleetError):
 
 class Unauthenticated(SmartfleetError):
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(SmartfleetError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(SmartfleetError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class Unavailable(SmartfleetError):

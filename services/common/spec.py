@@ -506,41 +506,77 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+_PLAIN: dict[str, str] = {
+    "missing": "is required",
+    "greater_than_equal": "must be ≥ {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be ≤ {le}",
+    "less_than": "must be < {lt}",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} item(s)",
+    "string_too_long": "must be at most {max_length} characters",
+    "string_too_short": "must be at least {min_length} characters",
+}
+
+
+def _plain(kind: str, ctx: dict[str, Any], message: str) -> str:
+    """pydantic's wording of the common checks, said the way an API error says it."""
+    template = _PLAIN.get(kind)
+    if template is None:
+        return message
+    try:
+        return template.format(**ctx)
+    except (KeyError, IndexError):
+        return message
+
+
 def parse_spec(data: dict[str, Any]) -> RunSpec:
-    """Build a RunSpec or raise InvalidArgument naming the first bad field and why."""
+    """Build a RunSpec or raise InvalidArgument naming every bad field and why."""
     try:
         return RunSpec.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        message = str(first["msg"]).removeprefix("Value error, ")
-        loc = tuple(first["loc"])
-        cause = first.get("ctx", {}).get("error")
-        if isinstance(cause, _NestedFieldError):
-            loc = (*loc, *cause.loc)
-        if message.startswith("[") and "] " in message:
-            # Validators over lists put the element index first; fold it into the path.
-            position, _, message = message[1:].partition("] ")
-            loc = (*loc, int(position))
-        raise InvalidArgument(_field_path(loc), message) from None
+        violations = []
+        for each in error.errors():
+            message = str(each["msg"]).removeprefix("Value error, ")
+            loc = tuple(each["loc"])
+            cause = each.get("ctx", {}).get("error")
+            if isinstance(cause, _NestedFieldError):
+                loc = (*loc, *cause.loc)
+            if message.startswith("[") and "] " in message:
+                # Validators over lists put the element index first; fold it into the path.
+                position, _, message = message[1:].partition("] ")
+                loc = (*loc, int(position))
+            message = _plain(each.get("type", ""), each.get("ctx") or {}, message)
+            violation = (_field_path(loc), message)
+            if violation not in violations:
+                violations.append(violation)
+        raise InvalidArgument.of(violations) from None
 
 
 def validate_spec(data: dict[str, Any], *, allowed_hosts: list[str]) -> RunSpec:
     """parse_spec, then the server's own rules: every target host must be allowlisted."""
     spec = parse_spec(data)
+    violations = []
     for index, url in enumerate(spec.targets):
         host = urlsplit(url).hostname or ""
         if not host_allowed(host, allowed_hosts):
-            raise InvalidArgument(
-                f"spec.targets[{index}]",
-                f"host {host!r} is not in the scheduler's target allowlist "
-                "(loopback and SMARTFLEET_ALLOWED_HOSTS)",
+            violations.append(
+                (
+                    f"spec.targets[{index}]",
+                    f"host {host!r} is not in the scheduler's target allowlist "
+                    "(loopback and SMARTFLEET_ALLOWED_HOSTS)",
+                )
             )
     for index, step in enumerate(spec.steps):
         if step.goto is not None and urlsplit(step.goto.url).hostname:
             host = urlsplit(step.goto.url).hostname or ""
             if "{" not in host and not host_allowed(host, allowed_hosts):
-                raise InvalidArgument(
-                    f"spec.steps[{index}].goto.url",
-                    f"host {host!r} is not in the scheduler's target allowlist",
+                violations.append(
+                    (
+                        f"spec.steps[{index}].goto.url",
+                        f"host {host!r} is not in the scheduler's target allowlist",
+                    )
                 )
+    if violations:
+        raise InvalidArgument.of(violations)
     return spec

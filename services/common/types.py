@@ -21,6 +21,8 @@ class Outcome(StrEnum):
     ASSERTION_FAILED = "assertion_failed"
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"
+    # A job's outcome when no result arrived by its deadline; never a session's.
+    LOST = "lost"
 
 
 class ErrorClass(StrEnum):
@@ -168,5 +170,7 @@ class NodeInfo:
 class NodeLoad:
     busy_slots: int
     free_slots: int
+    # CPU of the node's own processes (percent of one core) and the host's load average.
     cpu_percent: float = 0.0
     rss_bytes: int = 0
+    host_load_1m: float = 0.0

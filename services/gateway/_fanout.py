@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from services.common.errors import SmartfleetError
-from smartfleet.v1 import runs_pb2, scheduler_pb2_grpc
+from smartfleet.v1 import fleet_service_pb2_grpc, runs_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class WatchFanout:
 
     def __init__(
         self,
-        stub: scheduler_pb2_grpc.SchedulerStub,
+        stub: fleet_service_pb2_grpc.FleetServiceStub,
         *,
         on_snapshot: Callable[[runs_pb2.Run], None] | None = None,
     ) -> None:
@@ -83,7 +83,8 @@ class WatchFanout:
 
     async def _follow(self, run_id: str, feed: _Feed) -> None:
         try:
-            async for run in self._stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run_id)):
+            async for reply in self._stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run_id)):
+                run = reply.run
                 if self._on_snapshot is not None:
                     self._on_snapshot(run)
                 async with feed.condition:

@@ -1,10 +1,10 @@
 """The gateway: the public Fleet API, authenticated, forwarded to the scheduler.
 
-Unary Fleet methods are forwarded generically to the Scheduler method of the same name (the
-contracts share their messages; a unit test holds them identical), so a new RPC needs no
-gateway code. The exceptions: WatchRun (one upstream stream per run, fanned out) and GetRun
-(answered from run snapshots at most `gateway_run_staleness` old, see _runcache.py); methods
-that return a Run are writes to it, and drop the gateway's snapshot of it.
+The scheduler serves the same FleetService on its internal listener, so every method is
+forwarded generically, by name, and a new RPC needs no gateway code. The exceptions: WatchRun
+(one upstream stream per run, fanned out), GetRun (answered from run snapshots at most
+`gateway_run_staleness` old, see _runcache.py) and GetServerInfo (the gateway adds itself);
+methods whose response carries a `run` are writes to it, and drop the gateway's snapshot of it.
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ from google.protobuf.descriptor import MethodDescriptor
 from services.common.config import GatewaySettings
 from services.common.grpc_server import ServiceServer, rewrap, write_ready_file
 from services.common.lifecycle import shutdown_event
+from services.common.server_info import ServerInfoApi
 from services.gateway._auth import TokenAuthInterceptor
 from services.gateway._fanout import UpstreamError, WatchFanout
 from services.gateway._runcache import Fetch, RunSnapshotCache
-from smartfleet.v1 import fleet_pb2, runs_pb2, scheduler_pb2_grpc
+from smartfleet.v1 import fleet_service_pb2, fleet_service_pb2_grpc, runs_pb2
 
 logger = logging.getLogger(__name__)
 
-FLEET = fleet_pb2.DESCRIPTOR.services_by_name["Fleet"]
-SCHEDULER_SERVICE = "smartfleet.v1.Scheduler"
+FLEET = fleet_service_pb2.DESCRIPTOR.services_by_name["FleetService"]
 RUN_MESSAGE = runs_pb2.Run.DESCRIPTOR.full_name
 UPSTREAM_TIMEOUT = 30.0
 # A GetRun read shared by many callers (and background refreshes) gives up after this.
@@ -55,7 +55,7 @@ def _forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> grpc.RpcM
     request_class = _message_class(method.input_type)
     response_class = _message_class(method.output_type)
     upstream = channel.unary_unary(
-        f"/{SCHEDULER_SERVICE}/{method.name}",
+        f"/{FLEET.full_name}/{method.name}",
         request_serializer=request_class.SerializeToString,
         response_deserializer=response_class.FromString,
     )
@@ -78,7 +78,7 @@ def _stream_forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> gr
     request_class = _message_class(method.input_type)
     response_class = _message_class(method.output_type)
     upstream = channel.unary_stream(
-        f"/{SCHEDULER_SERVICE}/{method.name}",
+        f"/{FLEET.full_name}/{method.name}",
         request_serializer=request_class.SerializeToString,
         response_deserializer=response_class.FromString,
     )
@@ -103,14 +103,15 @@ def _stream_forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> gr
 def _scheduler_get_run(channel: grpc.aio.Channel) -> Fetch:
     """The scheduler's GetRun, with its errors passed on under their own status codes."""
     upstream = channel.unary_unary(
-        f"/{SCHEDULER_SERVICE}/GetRun",
+        f"/{FLEET.full_name}/GetRun",
         request_serializer=runs_pb2.GetRunRequest.SerializeToString,
-        response_deserializer=runs_pb2.Run.FromString,
+        response_deserializer=runs_pb2.GetRunResponse.FromString,
     )
 
     async def get_run(run_id: str, timeout: float) -> runs_pb2.Run:
         try:
-            return await upstream(runs_pb2.GetRunRequest(run_id=run_id), timeout=timeout)
+            reply = await upstream(runs_pb2.GetRunRequest(run_id=run_id), timeout=timeout)
+            return reply.run
         except grpc.aio.AioRpcError as error:
             raise _upstream_error(error) from None
 
@@ -120,13 +121,14 @@ def _scheduler_get_run(channel: grpc.aio.Channel) -> Fetch:
 def _get_run_handler(cache: RunSnapshotCache) -> grpc.RpcMethodHandler:
     async def get_run(
         request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.Run:
-        return await cache.get(request.run_id, timeout=_timeout(context))
+    ) -> runs_pb2.GetRunResponse:
+        run = await cache.get(request.run_id, timeout=_timeout(context))
+        return runs_pb2.GetRunResponse(run=run)
 
     return grpc.unary_unary_rpc_method_handler(
         get_run,
         request_deserializer=runs_pb2.GetRunRequest.FromString,
-        response_serializer=runs_pb2.Run.SerializeToString,
+        response_serializer=runs_pb2.GetRunResponse.SerializeToString,
     )
 
 
@@ -141,7 +143,7 @@ def _dropping_snapshot(
             reply = await forward(request, context)
         finally:
             cache.invalidate(getattr(request, "run_id", ""))
-        cache.invalidate(reply.id)
+        cache.invalidate(reply.run.id)
         return reply
 
     return rewrap(handler, write)
@@ -150,24 +152,59 @@ def _dropping_snapshot(
 def _watch_handler(fanout: WatchFanout) -> grpc.RpcMethodHandler:
     async def watch(
         request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[runs_pb2.Run]:
+    ) -> AsyncIterator[runs_pb2.WatchRunResponse]:
         async for run in fanout.watch(request.run_id):
-            yield run
+            yield runs_pb2.WatchRunResponse(run=run)
 
     return grpc.unary_stream_rpc_method_handler(
         watch,
         request_deserializer=runs_pb2.WatchRunRequest.FromString,
-        response_serializer=runs_pb2.Run.SerializeToString,
+        response_serializer=runs_pb2.WatchRunResponse.SerializeToString,
+    )
+
+
+def _server_info_handler(
+    channel: grpc.aio.Channel, address: Callable[[], str]
+) -> grpc.RpcMethodHandler:
+    upstream = fleet_service_pb2_grpc.FleetServiceStub(channel)
+
+    async def scheduler_components(timeout: float) -> list[fleet_service_pb2.ServerComponent]:
+        try:
+            reply = await upstream.GetServerInfo(
+                fleet_service_pb2.GetServerInfoRequest(), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _upstream_error(error) from None
+        return list(reply.components)
+
+    api = ServerInfoApi(name="gateway", address=address, upstream=scheduler_components)
+    return grpc.unary_unary_rpc_method_handler(
+        api.GetServerInfo,
+        request_deserializer=fleet_service_pb2.GetServerInfoRequest.FromString,
+        response_serializer=fleet_service_pb2.GetServerInfoResponse.SerializeToString,
+    )
+
+
+def _writes_a_run(method: MethodDescriptor) -> bool:
+    run = method.output_type.fields_by_name.get("run")
+    return (
+        run is not None
+        and run.message_type is not None
+        and (run.message_type.full_name == RUN_MESSAGE)
     )
 
 
 def fleet_handlers(
-    channel: grpc.aio.Channel, fanout: WatchFanout, cache: RunSnapshotCache
+    channel: grpc.aio.Channel,
+    fanout: WatchFanout,
+    cache: RunSnapshotCache,
+    address: Callable[[], str] = lambda: "",
 ) -> dict[str, grpc.RpcMethodHandler]:
     # Methods with a handler of their own; every other one is forwarded by name.
     special: dict[str, Callable[[], grpc.RpcMethodHandler]] = {
         "WatchRun": lambda: _watch_handler(fanout),
         "GetRun": lambda: _get_run_handler(cache),
+        "GetServerInfo": lambda: _server_info_handler(channel, address),
     }
     handlers = {}
     for method in FLEET.methods:
@@ -177,7 +214,7 @@ def fleet_handlers(
             handlers[method.name] = _stream_forwarder(channel, method)
         elif method.client_streaming:
             raise RuntimeError(f"Fleet.{method.name} streams; give it a handler in the gateway")
-        elif method.output_type.full_name == RUN_MESSAGE:
+        elif _writes_a_run(method):
             handlers[method.name] = _dropping_snapshot(_forwarder(channel, method), cache)
         else:
             handlers[method.name] = _forwarder(channel, method)
@@ -191,6 +228,7 @@ class GatewayService:
         self._server: ServiceServer | None = None
         self._fanout: WatchFanout | None = None
         self._cache: RunSnapshotCache | None = None
+        self.address = ""
 
     async def start(self) -> str:
         auth = TokenAuthInterceptor(self.settings.token_list)
@@ -208,7 +246,7 @@ class GatewayService:
             upstream_timeout=READ_TIMEOUT,
         )
         self._fanout = WatchFanout(
-            scheduler_pb2_grpc.SchedulerStub(self._channel), on_snapshot=self._cache.offer
+            fleet_service_pb2_grpc.FleetServiceStub(self._channel), on_snapshot=self._cache.offer
         )
         self._server = ServiceServer(
             listen=self.settings.gateway_listen,
@@ -218,11 +256,15 @@ class GatewayService:
         self._server.server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
-                    FLEET.full_name, fleet_handlers(self._channel, self._fanout, self._cache)
+                    FLEET.full_name,
+                    fleet_handlers(
+                        self._channel, self._fanout, self._cache, address=lambda: self.address
+                    ),
                 ),
             )
         )
-        return await self._server.start()
+        self.address = await self._server.start()
+        return self.address
 
     async def stop(self, grace: float = 5.0) -> None:
         if self._server:

@@ -9,9 +9,10 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.errors import InvalidArgument
+from services.scheduler import _paging as paging
 from services.scheduler._artifacts import ArtifactStore, StoredArtifact
 from services.scheduler._runs import RunStore
-from smartfleet.v1 import artifacts_pb2
+from smartfleet.v1 import artifacts_pb2, node_link_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -42,34 +43,36 @@ class ArtifactsApi:
     ) -> artifacts_pb2.ListArtifactsResponse:
         if not request.run_id:
             raise InvalidArgument("run_id", "is required")
-        if request.limit > MAX_LIST:
-            raise InvalidArgument("limit", f"must be at most {MAX_LIST}")
+        limit = paging.page_limit(request.page_size, default=MAX_LIST, maximum=MAX_LIST)
+        filters = {"r": request.run_id, "j": request.job_id}
+        after = paging.decode(request.page_token, "artifacts", filters)
+        if after is not None and not isinstance(after, str):
+            raise InvalidArgument("page_token", "is not a page token of this listing")
         await self._runs.get(request.run_id)  # NOT_FOUND for a run that does not exist
         page, next_after, total = await self._artifacts.listing(
-            request.run_id,
-            job_id=request.job_id,
-            after_key=request.after_key,
-            limit=request.limit or MAX_LIST,
+            request.run_id, job_id=request.job_id, after_key=after or "", limit=limit
         )
         return artifacts_pb2.ListArtifactsResponse(
             artifacts=[artifact_to_pb(item) for item in page],
-            next_after_key=next_after,
+            next_page_token=paging.encode("artifacts", next_after, filters) if next_after else "",
             total_bytes=total,
         )
 
     async def GetArtifact(
         self, request: artifacts_pb2.GetArtifactRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[artifacts_pb2.ArtifactChunk]:
+    ) -> AsyncIterator[artifacts_pb2.GetArtifactResponse]:
         artifact, chunks = await self._artifacts.read(request.key)
         first = True
         async for data in chunks:
             if first:
-                yield artifacts_pb2.ArtifactChunk(artifact=artifact_to_pb(artifact), data=data)
+                yield artifacts_pb2.GetArtifactResponse(
+                    artifact=artifact_to_pb(artifact), data=data
+                )
                 first = False
             else:
-                yield artifacts_pb2.ArtifactChunk(data=data)
+                yield artifacts_pb2.GetArtifactResponse(data=data)
         if first:  # an empty file still says what it is
-            yield artifacts_pb2.ArtifactChunk(artifact=artifact_to_pb(artifact))
+            yield artifacts_pb2.GetArtifactResponse(artifact=artifact_to_pb(artifact))
 
 
 class ArtifactLinkApi:
@@ -79,9 +82,9 @@ class ArtifactLinkApi:
 
     async def PutArtifact(
         self,
-        request_iterator: AsyncIterator[artifacts_pb2.ArtifactUpload],
+        request_iterator: AsyncIterator[node_link_pb2.PutArtifactRequest],
         context: grpc.aio.ServicerContext,
-    ) -> artifacts_pb2.PutArtifactResponse:
+    ) -> node_link_pb2.PutArtifactResponse:
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("header", "the first message must name the artifact")
@@ -107,4 +110,4 @@ class ArtifactLinkApi:
         logger.debug(
             "node %s stored artifact %s (%d bytes)", header.node_id, stored.key, stored.size_bytes
         )
-        return artifacts_pb2.PutArtifactResponse(key=stored.key, size_bytes=stored.size_bytes)
+        return node_link_pb2.PutArtifactResponse(key=stored.key, size_bytes=stored.size_bytes)

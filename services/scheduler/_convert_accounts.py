@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 from google.protobuf.duration_pb2 import Duration
 
-from services.common.contracts import spec_to_pb, timestamp
+from services.common.contracts import spec_to_pb, spelling, timestamp
+from services.common.contracts._enums import number
 from services.common.errors import InvalidArgument
 from services.scheduler._account_rules import DEFAULT_COOLDOWN
 from services.scheduler._accounts import Account, AccountChanges
 from services.scheduler._schedules import Schedule
-from smartfleet.v1 import accounts_pb2
+from smartfleet.v1 import accounts_pb2, schedules_pb2
+
+_STATUS = accounts_pb2.AccountStatus.DESCRIPTOR
 
 # What UpdateAccount's update_mask may name; "account." in front is accepted too.
 UPDATABLE = ("labels", "proxy", "sessions_per_hour", "cooldown", "status", "storage_state")
@@ -26,7 +30,7 @@ def account_to_pb(account: Account) -> accounts_pb2.Account:
         proxy=account.proxy,
         sessions_per_hour=account.sessions_per_hour,
         cooldown=cooldown,
-        status=account.status,
+        status=cast(accounts_pb2.AccountStatus.ValueType, number(_STATUS, account.status)),
         has_storage_state=account.has_storage_state,
         created_at=timestamp(account.created_at),
         updated_at=timestamp(account.updated_at),
@@ -62,7 +66,7 @@ def changes_from_pb(request: accounts_pb2.UpdateAccountRequest) -> AccountChange
             proxy=given.proxy if "proxy" in named else None,
             sessions_per_hour=given.sessions_per_hour if "sessions_per_hour" in named else None,
             cooldown=(cooldown_from_pb(given) or DEFAULT_COOLDOWN) if "cooldown" in named else None,
-            status=(given.status or "active") if "status" in named else None,
+            status=(spelling(_STATUS, given.status) or "active") if "status" in named else None,
             storage_state=request.storage_state if "storage_state" in named else None,
         )
     return AccountChanges(
@@ -70,13 +74,13 @@ def changes_from_pb(request: accounts_pb2.UpdateAccountRequest) -> AccountChange
         proxy=given.proxy or None,
         sessions_per_hour=given.sessions_per_hour or None,
         cooldown=cooldown_from_pb(given),
-        status=given.status or None,
+        status=spelling(_STATUS, given.status) or None,
         storage_state=request.storage_state or None,
     )
 
 
-def schedule_to_pb(schedule: Schedule) -> accounts_pb2.Schedule:
-    message = accounts_pb2.Schedule(
+def schedule_to_pb(schedule: Schedule) -> schedules_pb2.Schedule:
+    message = schedules_pb2.Schedule(
         name=schedule.name,
         cron=schedule.cron,
         timezone=schedule.timezone,
@@ -91,3 +95,11 @@ def schedule_to_pb(schedule: Schedule) -> accounts_pb2.Schedule:
     if schedule.last_fire_at is not None:
         message.last_fire_at.CopyFrom(timestamp(schedule.last_fire_at))
     return message
+
+
+def status_from_pb(value: int) -> str:
+    """The status a create asks for: active (also when unspecified) or disabled."""
+    status = spelling(_STATUS, value) or "active"
+    if status not in ("active", "disabled"):
+        raise InvalidArgument("account.status", "is active or disabled (cooling is the server's)")
+    return status

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from services.common import bus
 from services.common.spec import AccountSelector, RunSpec
@@ -34,7 +33,7 @@ from services.scheduler._events import (
 )
 from services.scheduler._fairshare import Claim as FairClaim
 from services.scheduler._fairshare import fair_allowance, weight_of
-from services.scheduler._hosts import HostLimiter
+from services.scheduler._hosts import HostLimiter, origin_of
 from services.scheduler._planner import RunPlan
 from services.scheduler._registry import NodeRegistry
 from services.scheduler._runs import Run, RunStore
@@ -333,7 +332,7 @@ class Dispatcher:
             engine = candidate.cell.engine
             if engine in engine_room and engine_room[engine] <= 0:
                 return False
-            host = urlsplit(candidate.target_url).hostname or ""
+            host = origin_of(candidate.target_url)
             if not self._hosts.take(
                 run.id,
                 host,

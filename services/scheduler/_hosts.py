@@ -1,11 +1,17 @@
-"""Per-target-host limits: a token bucket per (run, host), and a backoff per host after errors."""
+"""Per-target limits: a token bucket per (run, origin), and a backoff per origin after errors.
+
+An origin is scheme, host and port (`http://127.0.0.1:8080`): two sites on one host are two
+targets, so 500s from one port never hold back another.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from urllib.parse import urlsplit
 
+from services.common.errors import NotFound
 from services.common.types import Outcome, SessionResult
 from services.scheduler._events import ResultsStored, RunCancelled
 
@@ -14,6 +20,26 @@ BACKOFF_MAX = timedelta(seconds=60)
 
 # Outcomes that say the target host struggles (it gets a backoff), as opposed to the session.
 _HOST_ERRORS = {Outcome.NAVIGATION_ERROR, Outcome.TIMEOUT}
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@lru_cache(maxsize=4096)
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]`, the port written only when it is not the scheme's default."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = parts.scheme.lower()
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
 
 
 def host_error(result: SessionResult) -> bool:
@@ -93,7 +119,7 @@ class HostLimiter:
         """Each stored result counts for or against its target host."""
         for result in event.results:
             self.record(
-                urlsplit(result.target_url).hostname or "",
+                origin_of(result.target_url),
                 error=host_error(result),
                 now=datetime.now(UTC),
             )
@@ -101,10 +127,23 @@ class HostLimiter:
     def on_cancelled(self, event: RunCancelled) -> None:
         self.forget_run(event.run.id)
 
-    def reset(self, host: str) -> HostState:
-        self._errors.pop(host, None)
-        self._until.pop(host, None)
-        return HostState(host=host, consecutive_errors=0, until=None)
+    def reset(self, host: str) -> list[HostState]:
+        """End the backoff of an origin, or of every origin of a host name; NotFound when
+        nothing of that name ever erred."""
+        wanted = origin_of(host) if "://" in host else None
+        matching = [
+            origin
+            for origin in set(self._errors) | set(self._until)
+            if origin == wanted or (wanted is None and urlsplit(origin).hostname == host)
+        ]
+        if not matching:
+            raise NotFound("host", host)
+        for origin in matching:
+            self._errors.pop(origin, None)
+            self._until.pop(origin, None)
+        return [
+            HostState(host=origin, consecutive_errors=0, until=None) for origin in sorted(matching)
+        ]
 
     def forget_run(self, run_id: str) -> None:
         for key in [key for key in self._buckets if key[0] == run_id]:

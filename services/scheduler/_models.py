@@ -45,6 +45,7 @@ class Base(DeclarativeBase):
 
 class RunRow(Base):
     __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("request_id", name="uq_runs_request_id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -66,6 +67,11 @@ class RunRow(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The caller's labels (None: none), the client's idempotency key of the CreateRun that made
+    # it (AIP-155), and the name of the token that did.
+    labels: Mapped[dict[str, Any] | None]
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    created_by: Mapped[str | None] = mapped_column(String(128))
 
 
 class JobRow(Base):

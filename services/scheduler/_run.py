@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -44,6 +44,10 @@ class Run:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    labels: dict[str, str] = field(default_factory=dict)
+    created_by: str = ""
+    # Why a running run sends nothing although sessions are due (set by the dispatcher).
+    waiting_reason: str = ""
 
     @classmethod
     def from_row(cls, row: RunRow, *, spec: RunSpec | None = None) -> Run:
@@ -67,6 +71,8 @@ class Run:
             created_at=row.created_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
+            labels=dict(row.labels or {}),
+            created_by=row.created_by or "",
         )
 
     def to_pb(self) -> runs_pb2.Run:
@@ -86,7 +92,11 @@ class Run:
                 cancelled=self.cancelled,
             ),
             created_at=timestamp(self.created_at),
+            waiting_reason=self.waiting_reason,
+            created_by=self.created_by,
         )
+        if self.labels:
+            message.labels.update(self.labels)
         if self.started_at:
             message.started_at.CopyFrom(timestamp(self.started_at))
         if self.finished_at:

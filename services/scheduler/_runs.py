@@ -7,9 +7,11 @@ transition here emits its event (_events.py) in its own transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.spec import RunSpec
@@ -34,7 +36,21 @@ class RunStore:
         self._db = db
         self._specs: dict[str, RunSpec] = {}
 
-    async def create(self, spec: RunSpec, *, start: bool) -> Run:
+    async def create(
+        self,
+        spec: RunSpec,
+        *,
+        start: bool,
+        labels: dict[str, str] | None = None,
+        request_id: str = "",
+        created_by: str = "",
+    ) -> Run:
+        """A new run; with a `request_id` already used, the run that request created (a
+        client retrying a create after a timeout gets the first run, not a second one)."""
+        if request_id:
+            existing = await self._by_request_id(request_id)
+            if existing is not None:
+                return existing
         now = datetime.now(UTC)
         row = RunRow(
             id=uuid.uuid4().hex[:16],
@@ -55,13 +71,28 @@ class RunStore:
             created_at=now,
             started_at=now if start else None,
             finished_at=None,
+            labels=labels or None,
+            request_id=request_id or None,
+            created_by=created_by or None,
         )
         run = Run.from_row(row, spec=spec)
-        async with self._db.write() as session:
-            session.add(row)
-            emit(session, RunCreated(run), *([RunStarted(run)] if start else []))
+        try:
+            async with self._db.write() as session:
+                session.add(row)
+                emit(session, RunCreated(run), *([RunStarted(run)] if start else []))
+        except IntegrityError:
+            # The same request_id, created concurrently: answer with the run that won.
+            existing = await self._by_request_id(request_id) if request_id else None
+            if existing is None:
+                raise
+            return existing
         self._specs[run.id] = spec
         return run
+
+    async def _by_request_id(self, request_id: str) -> Run | None:
+        async with self._db.read() as session:
+            row = await session.scalar(select(RunRow).where(RunRow.request_id == request_id))
+            return None if row is None else self.from_row(row)
 
     async def start(self, run_id: str) -> Run:
         async with self._db.write() as session:
@@ -143,12 +174,36 @@ class RunStore:
                 raise NotFound("run", run_id)
             return self.from_row(row)
 
-    async def list_runs(self, *, limit: int) -> list[Run]:
-        async with self._db.read() as session:
-            rows = await session.scalars(
-                select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)
+    async def list_runs(
+        self,
+        *,
+        limit: int,
+        statuses: Sequence[RunStatus] = (),
+        name_prefix: str = "",
+        labels: Mapping[str, str] | None = None,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Run]:
+        """Newest first (creation time, then id), filtered; `after` continues a listing past
+        the (created_at, id) of its last run."""
+        statement = select(RunRow)
+        if statuses:
+            statement = statement.where(RunRow.status.in_([s.value for s in statuses]))
+        if name_prefix:
+            escaped = name_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            statement = statement.where(RunRow.name.like(f"{escaped}%", escape="\\"))
+        for key, value in (labels or {}).items():
+            statement = statement.where(RunRow.labels[key].as_string() == value)
+        if after is not None:
+            created, run_id = after
+            statement = statement.where(
+                or_(
+                    RunRow.created_at < created,
+                    and_(RunRow.created_at == created, RunRow.id < run_id),
+                )
             )
-            return [self.from_row(row) for row in rows]
+        statement = statement.order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(limit)
+        async with self._db.read() as session:
+            return [self.from_row(row) for row in await session.scalars(statement)]
 
     async def running(self) -> list[Run]:
         """Runs that may still dispatch, highest priority first, then oldest."""

@@ -7,8 +7,9 @@ import grpc
 from services.common.contracts import spec_data_from_pb
 from services.common.errors import InvalidArgument
 from services.scheduler._convert_accounts import schedule_to_pb
+from services.scheduler._paging import page_by_name
 from services.scheduler._schedules import ScheduleStore
-from smartfleet.v1 import accounts_pb2
+from smartfleet.v1 import schedules_pb2
 
 
 def _required_name(value: str, field: str) -> str:
@@ -22,8 +23,8 @@ class SchedulesApi:
         self._schedules = schedules
 
     async def CreateSchedule(
-        self, request: accounts_pb2.CreateScheduleRequest, context: grpc.aio.ServicerContext
-    ) -> accounts_pb2.Schedule:
+        self, request: schedules_pb2.CreateScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> schedules_pb2.CreateScheduleResponse:
         given = request.schedule
         schedule = await self._schedules.create(
             _required_name(given.name, "schedule.name"),
@@ -32,31 +33,38 @@ class SchedulesApi:
             template=spec_data_from_pb(given.template),
             paused=given.paused,
         )
-        return schedule_to_pb(schedule)
+        return schedules_pb2.CreateScheduleResponse(schedule=schedule_to_pb(schedule))
 
     async def GetSchedule(
-        self, request: accounts_pb2.ScheduleRef, context: grpc.aio.ServicerContext
-    ) -> accounts_pb2.Schedule:
-        return schedule_to_pb(await self._schedules.get(_required_name(request.name, "name")))
+        self, request: schedules_pb2.GetScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> schedules_pb2.GetScheduleResponse:
+        schedule = await self._schedules.get(_required_name(request.name, "name"))
+        return schedules_pb2.GetScheduleResponse(schedule=schedule_to_pb(schedule))
 
     async def ListSchedules(
-        self, request: accounts_pb2.ListSchedulesRequest, context: grpc.aio.ServicerContext
-    ) -> accounts_pb2.ListSchedulesResponse:
-        schedules = await self._schedules.list_schedules()
-        return accounts_pb2.ListSchedulesResponse(
-            schedules=[schedule_to_pb(schedule) for schedule in schedules]
+        self, request: schedules_pb2.ListSchedulesRequest, context: grpc.aio.ServicerContext
+    ) -> schedules_pb2.ListSchedulesResponse:
+        page, token = page_by_name(
+            await self._schedules.list_schedules(),
+            lambda schedule: schedule.name,
+            listing="schedules",
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return schedules_pb2.ListSchedulesResponse(
+            schedules=[schedule_to_pb(schedule) for schedule in page], next_page_token=token
         )
 
     async def SetSchedulePaused(
-        self, request: accounts_pb2.SetSchedulePausedRequest, context: grpc.aio.ServicerContext
-    ) -> accounts_pb2.Schedule:
+        self, request: schedules_pb2.SetSchedulePausedRequest, context: grpc.aio.ServicerContext
+    ) -> schedules_pb2.SetSchedulePausedResponse:
         schedule = await self._schedules.set_paused(
             _required_name(request.name, "name"), paused=request.paused
         )
-        return schedule_to_pb(schedule)
+        return schedules_pb2.SetSchedulePausedResponse(schedule=schedule_to_pb(schedule))
 
     async def DeleteSchedule(
-        self, request: accounts_pb2.ScheduleRef, context: grpc.aio.ServicerContext
-    ) -> accounts_pb2.DeleteScheduleResponse:
+        self, request: schedules_pb2.DeleteScheduleRequest, context: grpc.aio.ServicerContext
+    ) -> schedules_pb2.DeleteScheduleResponse:
         await self._schedules.delete(_required_name(request.name, "name"))
-        return accounts_pb2.DeleteScheduleResponse()
+        return schedules_pb2.DeleteScheduleResponse()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,17 +169,25 @@ class ResultStore:
             metrics=metrics,
         )
 
-    async def results(self, run_id: str, *, after: int, limit: int) -> tuple[list[ResultRow], int]:
+    async def results(
+        self,
+        run_id: str,
+        *,
+        after: int,
+        limit: int,
+        outcomes: Sequence[str] = (),
+        cell: str = "",
+    ) -> tuple[list[ResultRow], int | None]:
+        """Results in the order they were stored, after storage sequence `after`; the second
+        value is where the next page starts (None on the last page)."""
         await self._runs.get(run_id)
+        statement = select(ResultRow).where(ResultRow.run_id == run_id, ResultRow.seq > after)
+        if outcomes:
+            statement = statement.where(ResultRow.outcome.in_(list(outcomes)))
+        if cell:
+            statement = statement.where(ResultRow.cell_key == cell)
         async with self._db.read() as session:
-            rows = list(
-                await session.scalars(
-                    select(ResultRow)
-                    .where(ResultRow.run_id == run_id, ResultRow.seq > after)
-                    .order_by(ResultRow.seq)
-                    .limit(limit + 1)
-                )
-            )
+            rows = list(await session.scalars(statement.order_by(ResultRow.seq).limit(limit + 1)))
         more = len(rows) > limit
         rows = rows[:limit]
-        return rows, (rows[-1].seq if more and rows else 0)
+        return rows, (rows[-1].seq if more and rows else None)

@@ -37,6 +37,7 @@ from services.scheduler._schedules import ScheduleRunner, ScheduleStore
 from services.scheduler._schedules_api import SchedulesApi
 from services.scheduler._secrets import SecretBox
 from services.scheduler._stats import ResultStore
+from services.scheduler._waiting import WaitingReasons
 from services.scheduler.jobs import JobStore
 
 _MIN_SWEEP = timedelta(milliseconds=200)
@@ -150,6 +151,7 @@ def build(settings: SchedulerSettings) -> SchedulerParts:
                 results=results,
                 hub=hub,
                 allowed_hosts=settings.allowed_host_list,
+                waiting_reason=WaitingReasons(registry).of,
             ),
             NodesApi(registry=registry),
             HostsApi(hosts=hosts, wake=dispatcher.wake),
@@ -165,7 +167,7 @@ def build(settings: SchedulerSettings) -> SchedulerParts:
                 extend_deadlines=dispatcher.extend_deadlines,
                 heartbeat_interval=settings.heartbeat_interval,
             ),
-            AccountLinkApi(accounts=accounts, registry=registry),
+            AccountLinkApi(accounts=accounts, registry=registry, jobs=jobs),
             ArtifactLinkApi(artifacts=artifacts, runs=runs),
         ),
     )

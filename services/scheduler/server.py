@@ -15,30 +15,33 @@ from typing import Any
 from services.common.config import SchedulerSettings
 from services.common.grpc_server import ServiceServer, compose_service, write_ready_file
 from services.common.lifecycle import shutdown_event
+from services.common.server_info import ServerInfoApi
 from services.scheduler._wiring import SchedulerParts, build
-from smartfleet.v1 import node_pb2, scheduler_pb2
+from smartfleet.v1 import fleet_service_pb2, node_link_pb2
 
 logger = logging.getLogger(__name__)
 
 STOP_STEP_TIMEOUT = timedelta(seconds=10)
-SCHEDULER_SERVICE = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"]
-NODE_LINK_SERVICE = node_pb2.DESCRIPTOR.services_by_name["NodeLink"]
+FLEET_SERVICE = fleet_service_pb2.DESCRIPTOR.services_by_name["FleetService"]
+NODE_LINK_SERVICE = node_link_pb2.DESCRIPTOR.services_by_name["NodeLinkService"]
 
 
 class SchedulerService:
     """The scheduler's parts (attributes of `parts`, also reachable by name here), started by
-    `start()` and stopped by `stop()`."""
+    `start()` and stopped by `stop()`. It serves FleetService (to gateways) and the node link
+    (to nodes) on its internal listener."""
 
     def __init__(self, settings: SchedulerSettings) -> None:
         self.settings = settings
         self.parts: SchedulerParts = build(settings)
         self._server = ServiceServer(
             listen=settings.scheduler_listen,
-            service_names=[SCHEDULER_SERVICE.full_name, NODE_LINK_SERVICE.full_name],
+            service_names=[FLEET_SERVICE.full_name, NODE_LINK_SERVICE.full_name],
         )
+        info = ServerInfoApi(name="scheduler", address=lambda: self.address)
         self._server.server.add_generic_rpc_handlers(
             (
-                compose_service(SCHEDULER_SERVICE, *self.parts.scheduler_api),
+                compose_service(FLEET_SERVICE, *self.parts.scheduler_api, info),
                 compose_service(NODE_LINK_SERVICE, *self.parts.node_link_api),
             )
         )

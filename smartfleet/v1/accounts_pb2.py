@@ -25,10 +25,9 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
-from smartfleet.v1 import runs_pb2 as smartfleet_dot_v1_dot_runs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csmartfleet/v1/accounts.proto\x12\rsmartfleet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18smartfleet/v1/runs.proto\"\x90\x03\n\x07\x41\x63\x63ount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x06labels\x18\x02 \x03(\x0b\x32\".smartfleet.v1.Account.LabelsEntry\x12\r\n\x05proxy\x18\x03 \x01(\t\x12\x19\n\x11sessions_per_hour\x18\x04 \x01(\x05\x12+\n\x08\x63ooldown\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x32\n\x0e\x63ooldown_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11has_storage_state\x18\x08 \x01(\x08\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x14\x43reateAccountRequest\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.smartfleet.v1.Account\x12\x15\n\rstorage_state\x18\x02 \x01(\x0c\"\x87\x01\n\x14UpdateAccountRequest\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.smartfleet.v1.Account\x12\x15\n\rstorage_state\x18\x02 \x01(\x0c\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1a\n\nAccountRef\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13ListAccountsRequest\"@\n\x14ListAccountsResponse\x12(\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x16.smartfleet.v1.Account\"\x17\n\x15\x44\x65leteAccountResponse\"\xb1\x02\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12\x10\n\x08timezone\x18\x03 \x01(\t\x12(\n\x08template\x18\x04 \x01(\x0b\x32\x16.smartfleet.v1.RunSpec\x12\x0e\n\x06paused\x18\x05 \x01(\x08\x12\x30\n\x0cnext_fire_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_fire_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_run_id\x18\x08 \x01(\t\x12\x14\n\x0cruns_created\x18\t \x01(\x03\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x15\x43reateScheduleRequest\x12)\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.smartfleet.v1.Schedule\"\x1b\n\x0bScheduleRef\x12\x0c\n\x04name\x18\x01 \x01(\t\"8\n\x18SetSchedulePausedRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06paused\x18\x02 \x01(\x08\"\x16\n\x14ListSchedulesRequest\"C\n\x15ListSchedulesResponse\x12*\n\tschedules\x18\x01 \x03(\x0b\x32\x17.smartfleet.v1.Schedule\"\x18\n\x16\x44\x65leteScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csmartfleet/v1/accounts.proto\x12\rsmartfleet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x03\n\x07\x41\x63\x63ount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x32\n\x06labels\x18\x02 \x03(\x0b\x32\".smartfleet.v1.Account.LabelsEntry\x12\r\n\x05proxy\x18\x03 \x01(\t\x12\x19\n\x11sessions_per_hour\x18\x04 \x01(\x05\x12+\n\x08\x63ooldown\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x06status\x18\x06 \x01(\x0e\x32\x1c.smartfleet.v1.AccountStatus\x12\x32\n\x0e\x63ooldown_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11has_storage_state\x18\x08 \x01(\x08\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x14\x43reateAccountRequest\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.smartfleet.v1.Account\x12\x15\n\rstorage_state\x18\x02 \x01(\x0c\"@\n\x15\x43reateAccountResponse\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.smartfleet.v1.Account\"\x87\x01\n\x14UpdateAccountRequest\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.smartfleet.v1.Account\x12\x15\n\rstorage_state\x18\x02 \x01(\x0c\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x15UpdateAccountResponse\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.smartfleet.v1.Account\"!\n\x11GetAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"=\n\x12GetAccountResponse\x12\'\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x16.smartfleet.v1.Account\"<\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x14ListAccountsResponse\x12(\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x16.smartfleet.v1.Account\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x14\x44\x65leteAccountRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteAccountResponse*\x83\x01\n\rAccountStatus\x12\x1e\n\x1a\x41\x43\x43OUNT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x43\x43OUNT_STATUS_ACTIVE\x10\x01\x12\x1a\n\x16\x41\x43\x43OUNT_STATUS_COOLING\x10\x02\x12\x1b\n\x17\x41\x43\x43OUNT_STATUS_DISABLED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,34 +36,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACCOUNT_LABELSENTRY']._loaded_options = None
   _globals['_ACCOUNT_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_ACCOUNT']._serialized_start=173
-  _globals['_ACCOUNT']._serialized_end=573
-  _globals['_ACCOUNT_LABELSENTRY']._serialized_start=528
-  _globals['_ACCOUNT_LABELSENTRY']._serialized_end=573
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=575
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=661
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=664
-  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=799
-  _globals['_ACCOUNTREF']._serialized_start=801
-  _globals['_ACCOUNTREF']._serialized_end=827
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=829
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=850
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=852
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=916
-  _globals['_DELETEACCOUNTRESPONSE']._serialized_start=918
-  _globals['_DELETEACCOUNTRESPONSE']._serialized_end=941
-  _globals['_SCHEDULE']._serialized_start=944
-  _globals['_SCHEDULE']._serialized_end=1249
-  _globals['_CREATESCHEDULEREQUEST']._serialized_start=1251
-  _globals['_CREATESCHEDULEREQUEST']._serialized_end=1317
-  _globals['_SCHEDULEREF']._serialized_start=1319
-  _globals['_SCHEDULEREF']._serialized_end=1346
-  _globals['_SETSCHEDULEPAUSEDREQUEST']._serialized_start=1348
-  _globals['_SETSCHEDULEPAUSEDREQUEST']._serialized_end=1404
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1406
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1428
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1430
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1497
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1499
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1523
+  _globals['_ACCOUNTSTATUS']._serialized_start=1252
+  _globals['_ACCOUNTSTATUS']._serialized_end=1383
+  _globals['_ACCOUNT']._serialized_start=147
+  _globals['_ACCOUNT']._serialized_end=577
+  _globals['_ACCOUNT_LABELSENTRY']._serialized_start=532
+  _globals['_ACCOUNT_LABELSENTRY']._serialized_end=577
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=579
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=665
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=667
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=731
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_start=734
+  _globals['_UPDATEACCOUNTREQUEST']._serialized_end=869
+  _globals['_UPDATEACCOUNTRESPONSE']._serialized_start=871
+  _globals['_UPDATEACCOUNTRESPONSE']._serialized_end=935
+  _globals['_GETACCOUNTREQUEST']._serialized_start=937
+  _globals['_GETACCOUNTREQUEST']._serialized_end=970
+  _globals['_GETACCOUNTRESPONSE']._serialized_start=972
+  _globals['_GETACCOUNTRESPONSE']._serialized_end=1033
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=1035
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=1095
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=1097
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=1186
+  _globals['_DELETEACCOUNTREQUEST']._serialized_start=1188
+  _globals['_DELETEACCOUNTREQUEST']._serialized_end=1224
+  _globals['_DELETEACCOUNTRESPONSE']._serialized_start=1226
+  _globals['_DELETEACCOUNTRESPONSE']._serialized_end=1249
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
-from smartfleet.v1 import runs_pb2 as _runs_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +21,27 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AccountStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AccountStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccountStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCOUNT_STATUS_UNSPECIFIED: _AccountStatus.ValueType  # 0
+    ACCOUNT_STATUS_ACTIVE: _AccountStatus.ValueType  # 1
+    ACCOUNT_STATUS_COOLING: _AccountStatus.ValueType  # 2
+    """Active, but resting after an account-class failure until `cooldown_until`."""
+    ACCOUNT_STATUS_DISABLED: _AccountStatus.ValueType  # 3
+
+class AccountStatus(_AccountStatus, metaclass=_AccountStatusEnumTypeWrapper): ...
+
+ACCOUNT_STATUS_UNSPECIFIED: AccountStatus.ValueType  # 0
+ACCOUNT_STATUS_ACTIVE: AccountStatus.ValueType  # 1
+ACCOUNT_STATUS_COOLING: AccountStatus.ValueType  # 2
+"""Active, but resting after an account-class failure until `cooldown_until`."""
+ACCOUNT_STATUS_DISABLED: AccountStatus.ValueType  # 3
+Global___AccountStatus: _TypeAlias = AccountStatus  # noqa: Y015
 
 @_typing.final
 class Account(_message.Message):
@@ -62,11 +83,13 @@ class Account(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     proxy: _builtins.str
-    """A standard egress proxy for this account's browser ("http://proxy:3128")."""
+    """A standard egress proxy for this account's browser ("http://proxy:3128"); a password in it
+    is shown masked.
+    """
     sessions_per_hour: _builtins.int
     """At most this many sessions an hour; 0 means no limit."""
-    status: _builtins.str
-    """"active", "cooling", "disabled"."""
+    status: Global___AccountStatus.ValueType
+    """On create: active (default) or disabled; cooling is the server's to set."""
     has_storage_state: _builtins.bool
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -88,7 +111,7 @@ class Account(_message.Message):
         proxy: _builtins.str = ...,
         sessions_per_hour: _builtins.int = ...,
         cooldown: _duration_pb2.Duration | None = ...,
-        status: _builtins.str = ...,
+        status: Global___AccountStatus.ValueType = ...,
         cooldown_until: _timestamp_pb2.Timestamp | None = ...,
         has_storage_state: _builtins.bool = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
@@ -127,6 +150,26 @@ class CreateAccountRequest(_message.Message):
 Global___CreateAccountRequest: _TypeAlias = CreateAccountRequest  # noqa: Y015
 
 @_typing.final
+class CreateAccountResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> Global___Account: ...
+    def __init__(
+        self,
+        *,
+        account: Global___Account | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateAccountResponse: _TypeAlias = CreateAccountResponse  # noqa: Y015
+
+@_typing.final
 class UpdateAccountRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -158,7 +201,27 @@ class UpdateAccountRequest(_message.Message):
 Global___UpdateAccountRequest: _TypeAlias = UpdateAccountRequest  # noqa: Y015
 
 @_typing.final
-class AccountRef(_message.Message):
+class UpdateAccountResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> Global___Account: ...
+    def __init__(
+        self,
+        *,
+        account: Global___Account | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAccountResponse: _TypeAlias = UpdateAccountResponse  # noqa: Y015
+
+@_typing.final
+class GetAccountRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -174,18 +237,47 @@ class AccountRef(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AccountRef: _TypeAlias = AccountRef  # noqa: Y015
+Global___GetAccountRequest: _TypeAlias = GetAccountRequest  # noqa: Y015
+
+@_typing.final
+class GetAccountResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> Global___Account: ...
+    def __init__(
+        self,
+        *,
+        account: Global___Account | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAccountResponse: _TypeAlias = GetAccountResponse  # noqa: Y015
 
 @_typing.final
 class ListAccountsRequest(_message.Message):
+    """By name."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -196,20 +288,42 @@ class ListAccountsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Account]: ...
     def __init__(
         self,
         *,
         accounts: _abc.Iterable[Global___Account] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAccountsResponse: _TypeAlias = ListAccountsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteAccountRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAccountRequest: _TypeAlias = DeleteAccountRequest  # noqa: Y015
 
 @_typing.final
 class DeleteAccountResponse(_message.Message):
@@ -225,168 +339,3 @@ class DeleteAccountResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteAccountResponse: _TypeAlias = DeleteAccountResponse  # noqa: Y015
-
-@_typing.final
-class Schedule(_message.Message):
-    """A cron expression plus a run template: each tick creates and starts a run."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    CRON_FIELD_NUMBER: _builtins.int
-    TIMEZONE_FIELD_NUMBER: _builtins.int
-    TEMPLATE_FIELD_NUMBER: _builtins.int
-    PAUSED_FIELD_NUMBER: _builtins.int
-    NEXT_FIRE_AT_FIELD_NUMBER: _builtins.int
-    LAST_FIRE_AT_FIELD_NUMBER: _builtins.int
-    LAST_RUN_ID_FIELD_NUMBER: _builtins.int
-    RUNS_CREATED_FIELD_NUMBER: _builtins.int
-    CREATED_AT_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    cron: _builtins.str
-    """Five-field cron ("*/15 * * * *"); "@hourly" and friends work too."""
-    timezone: _builtins.str
-    """The time zone the cron expression is read in (default UTC)."""
-    paused: _builtins.bool
-    last_run_id: _builtins.str
-    runs_created: _builtins.int
-    @_builtins.property
-    def template(self) -> _runs_pb2.RunSpec: ...
-    @_builtins.property
-    def next_fire_at(self) -> _timestamp_pb2.Timestamp: ...
-    @_builtins.property
-    def last_fire_at(self) -> _timestamp_pb2.Timestamp: ...
-    @_builtins.property
-    def created_at(self) -> _timestamp_pb2.Timestamp: ...
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-        cron: _builtins.str = ...,
-        timezone: _builtins.str = ...,
-        template: _runs_pb2.RunSpec | None = ...,
-        paused: _builtins.bool = ...,
-        next_fire_at: _timestamp_pb2.Timestamp | None = ...,
-        last_fire_at: _timestamp_pb2.Timestamp | None = ...,
-        last_run_id: _builtins.str = ...,
-        runs_created: _builtins.int = ...,
-        created_at: _timestamp_pb2.Timestamp | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "last_fire_at", b"last_fire_at", "next_fire_at", b"next_fire_at", "template", b"template"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "cron", b"cron", "last_fire_at", b"last_fire_at", "last_run_id", b"last_run_id", "name", b"name", "next_fire_at", b"next_fire_at", "paused", b"paused", "runs_created", b"runs_created", "template", b"template", "timezone", b"timezone"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
-
-@_typing.final
-class CreateScheduleRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SCHEDULE_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def schedule(self) -> Global___Schedule: ...
-    def __init__(
-        self,
-        *,
-        schedule: Global___Schedule | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CreateScheduleRequest: _TypeAlias = CreateScheduleRequest  # noqa: Y015
-
-@_typing.final
-class ScheduleRef(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ScheduleRef: _TypeAlias = ScheduleRef  # noqa: Y015
-
-@_typing.final
-class SetSchedulePausedRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    PAUSED_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    paused: _builtins.bool
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-        paused: _builtins.bool = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "paused", b"paused"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___SetSchedulePausedRequest: _TypeAlias = SetSchedulePausedRequest  # noqa: Y015
-
-@_typing.final
-class ListSchedulesRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ListSchedulesRequest: _TypeAlias = ListSchedulesRequest  # noqa: Y015
-
-@_typing.final
-class ListSchedulesResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SCHEDULES_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]: ...
-    def __init__(
-        self,
-        *,
-        schedules: _abc.Iterable[Global___Schedule] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedules", b"schedules"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
-
-@_typing.final
-class DeleteScheduleResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___DeleteScheduleResponse: _TypeAlias = DeleteScheduleResponse  # noqa: Y015

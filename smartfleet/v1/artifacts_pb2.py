@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsmartfleet/v1/artifacts.proto\x12\rsmartfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x08\x41rtifact\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x14ListArtifactsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\r\x12\x11\n\tafter_key\x18\x04 \x01(\t\"p\n\x15ListArtifactsResponse\x12*\n\tartifacts\x18\x01 \x03(\x0b\x32\x17.smartfleet.v1.Artifact\x12\x16\n\x0enext_after_key\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\"!\n\x12GetArtifactRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"H\n\rArtifactChunk\x12)\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x17.smartfleet.v1.Artifact\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"Y\n\x0e\x41rtifactUpload\x12/\n\x06header\x18\x01 \x01(\x0b\x32\x1d.smartfleet.v1.ArtifactHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"t\n\x0e\x41rtifactHeader\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\"6\n\x13PutArtifactResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsmartfleet/v1/artifacts.proto\x12\rsmartfleet.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x08\x41rtifact\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x14ListArtifactsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"q\n\x15ListArtifactsResponse\x12*\n\tartifacts\x18\x01 \x03(\x0b\x32\x17.smartfleet.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\"!\n\x12GetArtifactRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"N\n\x13GetArtifactResponse\x12)\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x17.smartfleet.v1.Artifact\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,17 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARTIFACT']._serialized_start=82
   _globals['_ARTIFACT']._serialized_end=236
   _globals['_LISTARTIFACTSREQUEST']._serialized_start=238
-  _globals['_LISTARTIFACTSREQUEST']._serialized_end=326
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=328
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=440
-  _globals['_GETARTIFACTREQUEST']._serialized_start=442
-  _globals['_GETARTIFACTREQUEST']._serialized_end=475
-  _globals['_ARTIFACTCHUNK']._serialized_start=477
-  _globals['_ARTIFACTCHUNK']._serialized_end=549
-  _globals['_ARTIFACTUPLOAD']._serialized_start=551
-  _globals['_ARTIFACTUPLOAD']._serialized_end=640
-  _globals['_ARTIFACTHEADER']._serialized_start=642
-  _globals['_ARTIFACTHEADER']._serialized_end=758
-  _globals['_PUTARTIFACTRESPONSE']._serialized_start=760
-  _globals['_PUTARTIFACTRESPONSE']._serialized_end=814
+  _globals['_LISTARTIFACTSREQUEST']._serialized_end=331
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=333
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=446
+  _globals['_GETARTIFACTREQUEST']._serialized_start=448
+  _globals['_GETARTIFACTREQUEST']._serialized_end=481
+  _globals['_GETARTIFACTRESPONSE']._serialized_start=483
+  _globals['_GETARTIFACTRESPONSE']._serialized_end=561
 # @@protoc_insertion_point(module_scope)

@@ -63,29 +63,31 @@ Global___Artifact: _TypeAlias = Artifact  # noqa: Y015
 
 @_typing.final
 class ListArtifactsRequest(_message.Message):
+    """In key order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
-    LIMIT_FIELD_NUMBER: _builtins.int
-    AFTER_KEY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     job_id: _builtins.str
     """Only this job's artifacts (all attempts); empty: the whole run."""
-    limit: _builtins.int
-    """At most this many (default and maximum 10,000), in key order after `after_key`."""
-    after_key: _builtins.str
+    page_size: _builtins.int
+    """Default and maximum 10,000."""
+    page_token: _builtins.str
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
         job_id: _builtins.str = ...,
-        limit: _builtins.int = ...,
-        after_key: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_key", b"after_key", "job_id", b"job_id", "limit", b"limit", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "page_size", b"page_size", "page_token", b"page_token", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -96,10 +98,9 @@ class ListArtifactsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ARTIFACTS_FIELD_NUMBER: _builtins.int
-    NEXT_AFTER_KEY_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     TOTAL_BYTES_FIELD_NUMBER: _builtins.int
-    next_after_key: _builtins.str
-    """Non-empty when more are left: pass it as `after_key`."""
+    next_page_token: _builtins.str
     total_bytes: _builtins.int
     """What the store holds for the run (or job), beyond this page too."""
     @_builtins.property
@@ -108,12 +109,12 @@ class ListArtifactsResponse(_message.Message):
         self,
         *,
         artifacts: _abc.Iterable[Global___Artifact] | None = ...,
-        next_after_key: _builtins.str = ...,
+        next_page_token: _builtins.str = ...,
         total_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "next_after_key", b"next_after_key", "total_bytes", b"total_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "next_page_token", b"next_page_token", "total_bytes", b"total_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -139,8 +140,8 @@ class GetArtifactRequest(_message.Message):
 Global___GetArtifactRequest: _TypeAlias = GetArtifactRequest  # noqa: Y015
 
 @_typing.final
-class ArtifactChunk(_message.Message):
-    """GetArtifact streams the file: the first chunk carries `artifact`, every chunk some `data`."""
+class GetArtifactResponse(_message.Message):
+    """GetArtifact streams the file: the first message carries `artifact`, every one some `data`."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -161,87 +162,4 @@ class ArtifactChunk(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ArtifactChunk: _TypeAlias = ArtifactChunk  # noqa: Y015
-
-@_typing.final
-class ArtifactUpload(_message.Message):
-    """PutArtifact (node → scheduler): the first message names the artifact, the rest carry data."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    HEADER_FIELD_NUMBER: _builtins.int
-    DATA_FIELD_NUMBER: _builtins.int
-    data: _builtins.bytes
-    @_builtins.property
-    def header(self) -> Global___ArtifactHeader: ...
-    def __init__(
-        self,
-        *,
-        header: Global___ArtifactHeader | None = ...,
-        data: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "part", b"part"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "header", b"header", "part", b"part"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "data"]  # noqa: Y015
-    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
-
-Global___ArtifactUpload: _TypeAlias = ArtifactUpload  # noqa: Y015
-
-@_typing.final
-class ArtifactHeader(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NODE_ID_FIELD_NUMBER: _builtins.int
-    RUN_ID_FIELD_NUMBER: _builtins.int
-    JOB_ID_FIELD_NUMBER: _builtins.int
-    ATTEMPT_FIELD_NUMBER: _builtins.int
-    NAME_FIELD_NUMBER: _builtins.int
-    SIZE_BYTES_FIELD_NUMBER: _builtins.int
-    node_id: _builtins.str
-    run_id: _builtins.str
-    job_id: _builtins.str
-    attempt: _builtins.int
-    name: _builtins.str
-    size_bytes: _builtins.int
-    def __init__(
-        self,
-        *,
-        node_id: _builtins.str = ...,
-        run_id: _builtins.str = ...,
-        job_id: _builtins.str = ...,
-        attempt: _builtins.int = ...,
-        name: _builtins.str = ...,
-        size_bytes: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "name", b"name", "node_id", b"node_id", "run_id", b"run_id", "size_bytes", b"size_bytes"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ArtifactHeader: _TypeAlias = ArtifactHeader  # noqa: Y015
-
-@_typing.final
-class PutArtifactResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    KEY_FIELD_NUMBER: _builtins.int
-    SIZE_BYTES_FIELD_NUMBER: _builtins.int
-    key: _builtins.str
-    size_bytes: _builtins.int
-    def __init__(
-        self,
-        *,
-        key: _builtins.str = ...,
-        size_bytes: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "size_bytes", b"size_bytes"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PutArtifactResponse: _TypeAlias = PutArtifactResponse  # noqa: Y015
+Global___GetArtifactResponse: _TypeAlias = GetArtifactResponse  # noqa: Y015

@@ -24,16 +24,17 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from smartfleet.v1 import common_pb2 as smartfleet_dot_v1_dot_common__pb2
 from smartfleet.v1 import runs_pb2 as smartfleet_dot_v1_dot_runs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17smartfleet/v1/job.proto\x12\rsmartfleet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18smartfleet/v1/runs.proto\"\xfd\x02\n\x0bJobEnvelope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\x03\x12\x12\n\ntarget_url\x18\x05 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x06 \x01(\t\x12\x32\n\x0fsession_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x08\x64\x65\x61\x64line\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rallowed_hosts\x18\t \x03(\t\x12\"\n\x05steps\x18\n \x03(\x0b\x32\x13.smartfleet.v1.Step\x12!\n\x04\x63\x65ll\x18\x0b \x01(\x0b\x32\x13.smartfleet.v1.Cell\x12\x0f\n\x07\x61\x63\x63ount\x18\x0c \x01(\t\x12\x18\n\x10write_back_state\x18\r \x01(\x08\x12\x11\n\tartifacts\x18\x0e \x01(\t\x12\x0c\n\x04seed\x18\x0f \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17smartfleet/v1/job.proto\x12\rsmartfleet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1asmartfleet/v1/common.proto\x1a\x18smartfleet/v1/runs.proto\"\xb3\x03\n\x0bJobEnvelope\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\x03\x12\x12\n\ntarget_url\x18\x05 \x01(\t\x12%\n\x06\x65ngine\x18\x06 \x01(\x0e\x32\x15.smartfleet.v1.Engine\x12\x32\n\x0fsession_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x08\x64\x65\x61\x64line\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rallowed_hosts\x18\t \x03(\t\x12\"\n\x05steps\x18\n \x03(\x0b\x32\x13.smartfleet.v1.Step\x12!\n\x04\x63\x65ll\x18\x0b \x01(\x0b\x32\x13.smartfleet.v1.Cell\x12\x0f\n\x07\x61\x63\x63ount\x18\x0c \x01(\t\x12\x18\n\x10write_back_state\x18\r \x01(\x08\x12\x30\n\tartifacts\x18\x0e \x01(\x0e\x32\x1d.smartfleet.v1.ArtifactPolicy\x12\x0c\n\x04seed\x18\x0f \x01(\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'smartfleet.v1.job_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBENVELOPE']._serialized_start=134
-  _globals['_JOBENVELOPE']._serialized_end=515
+  _globals['_JOBENVELOPE']._serialized_start=162
+  _globals['_JOBENVELOPE']._serialized_end=597
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from smartfleet.v1 import common_pb2 as _common_pb2
 from smartfleet.v1 import runs_pb2 as _runs_pb2
 import builtins as _builtins
 import sys
@@ -23,8 +24,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class JobEnvelope(_message.Message):
-    """What the scheduler publishes on NATS JetStream to `smartfleet.jobs.<pool>`
-    with `Nats-Msg-Id = <job_id>:<attempt>`: everything a node needs to run one session.
+    """What the scheduler publishes on NATS JetStream to `smartfleet.jobs.<pool>` with
+    `Nats-Msg-Id = <job_id>:<attempt>`: everything a node needs to run one session. Internal.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -49,12 +50,11 @@ class JobEnvelope(_message.Message):
     run_id: _builtins.str
     index: _builtins.int
     target_url: _builtins.str
-    engine: _builtins.str
+    engine: _common_pb2.Engine.ValueType
     account: _builtins.str
     """The account the session runs as; the node fetches its storage state over the node link."""
     write_back_state: _builtins.bool
-    artifacts: _builtins.str
-    """"never", "on_failure", "always"."""
+    artifacts: _runs_pb2.ArtifactPolicy.ValueType
     seed: _builtins.int
     """Seeds the session's own randomness (dwell times)."""
     @_builtins.property
@@ -81,7 +81,7 @@ class JobEnvelope(_message.Message):
         run_id: _builtins.str = ...,
         index: _builtins.int = ...,
         target_url: _builtins.str = ...,
-        engine: _builtins.str = ...,
+        engine: _common_pb2.Engine.ValueType = ...,
         session_timeout: _duration_pb2.Duration | None = ...,
         deadline: _timestamp_pb2.Timestamp | None = ...,
         allowed_hosts: _abc.Iterable[_builtins.str] | None = ...,
@@ -89,7 +89,7 @@ class JobEnvelope(_message.Message):
         cell: _runs_pb2.Cell | None = ...,
         account: _builtins.str = ...,
         write_back_state: _builtins.bool = ...,
-        artifacts: _builtins.str = ...,
+        artifacts: _runs_pb2.ArtifactPolicy.ValueType = ...,
         seed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "deadline", b"deadline", "session_timeout", b"session_timeout"]  # noqa: Y015

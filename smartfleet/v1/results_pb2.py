@@ -24,30 +24,29 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from smartfleet.v1 import common_pb2 as smartfleet_dot_v1_dot_common__pb2
 from smartfleet.v1 import runs_pb2 as smartfleet_dot_v1_dot_runs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsmartfleet/v1/results.proto\x12\rsmartfleet.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18smartfleet/v1/runs.proto\"w\n\x10NavigationTiming\x12\x0e\n\x06\x64ns_ms\x18\x01 \x01(\x01\x12\x12\n\nconnect_ms\x18\x02 \x01(\x01\x12\x0f\n\x07ttfb_ms\x18\x03 \x01(\x01\x12\x1d\n\x15\x64om_content_loaded_ms\x18\x04 \x01(\x01\x12\x0f\n\x07load_ms\x18\x05 \x01(\x01\"\xfe\x05\n\rSessionResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\x03\x12\'\n\x07outcome\x18\x05 \x01(\x0e\x32\x16.smartfleet.v1.Outcome\x12.\n\x0b\x65rror_class\x18\x06 \x01(\x0e\x32\x19.smartfleet.v1.ErrorClass\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x13\n\x0bhttp_status\x18\x08 \x01(\x05\x12\x12\n\ntarget_url\x18\t \x01(\t\x12\x11\n\tfinal_url\x18\n \x01(\t\x12\x16\n\x0eredirect_chain\x18\x0b \x03(\t\x12/\n\x06timing\x18\x0c \x01(\x0b\x32\x1f.smartfleet.v1.NavigationTiming\x12\x13\n\x0b\x64uration_ms\x18\r \x01(\x01\x12\x0f\n\x07node_id\x18\x0e \x01(\t\x12\x0e\n\x06\x65ngine\x18\x0f \x01(\t\x12.\n\nstarted_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x62rowser_version\x18\x12 \x01(\t\x12!\n\x04\x63\x65ll\x18\x13 \x01(\x0b\x32\x13.smartfleet.v1.Cell\x12*\n\textracted\x18\x14 \x01(\x0b\x32\x17.google.protobuf.Struct\x12)\n\x05steps\x18\x15 \x03(\x0b\x32\x1a.smartfleet.v1.StepOutcome\x12\x0f\n\x07\x61\x63\x63ount\x18\x16 \x01(\t\x12\x11\n\tartifacts\x18\x17 \x03(\t\x12(\n\x06vitals\x18\x18 \x01(\x0b\x32\x18.smartfleet.v1.WebVitals\x12\x19\n\x11\x62ytes_transferred\x18\x19 \x01(\x03\x12\x15\n\rrequest_count\x18\x1a \x01(\x05\x12\x16\n\x0e\x63onsole_errors\x18\x1b \x03(\t\"I\n\tWebVitals\x12\x0f\n\x07ttfb_ms\x18\x01 \x01(\x01\x12\x0e\n\x06\x66\x63p_ms\x18\x02 \x01(\x01\x12\x0e\n\x06lcp_ms\x18\x03 \x01(\x01\x12\x0b\n\x03\x63ls\x18\x04 \x01(\x01\"`\n\x0bStepOutcome\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"B\n\x12ListResultsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\x03\"X\n\x13ListResultsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.smartfleet.v1.SessionResult\x12\x12\n\nnext_after\x18\x02 \x01(\x03*\x8b\x02\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x16\n\x12OUTCOME_HTTP_ERROR\x10\x02\x12\x1c\n\x18OUTCOME_NAVIGATION_ERROR\x10\x03\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x04\x12\x19\n\x15OUTCOME_BROWSER_CRASH\x10\x05\x12 \n\x1cOUTCOME_BLOCKED_BY_ALLOWLIST\x10\x06\x12\x1c\n\x18OUTCOME_ASSERTION_FAILED\x10\x07\x12\x15\n\x11OUTCOME_CANCELLED\x10\x08\x12\x1a\n\x16OUTCOME_INTERNAL_ERROR\x10\t*\x8e\x01\n\nErrorClass\x12\x1b\n\x17\x45RROR_CLASS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45RROR_CLASS_NONE\x10\x01\x12\x19\n\x15\x45RROR_CLASS_TRANSIENT\x10\x02\x12\x19\n\x15\x45RROR_CLASS_PERMANENT\x10\x03\x12\x17\n\x13\x45RROR_CLASS_ACCOUNT\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsmartfleet/v1/results.proto\x12\rsmartfleet.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1asmartfleet/v1/common.proto\x1a\x18smartfleet/v1/runs.proto\"w\n\x10NavigationTiming\x12\x0e\n\x06\x64ns_ms\x18\x01 \x01(\x01\x12\x12\n\nconnect_ms\x18\x02 \x01(\x01\x12\x0f\n\x07ttfb_ms\x18\x03 \x01(\x01\x12\x1d\n\x15\x64om_content_loaded_ms\x18\x04 \x01(\x01\x12\x0f\n\x07load_ms\x18\x05 \x01(\x01\"\x95\x06\n\rSessionResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\x03\x12\'\n\x07outcome\x18\x05 \x01(\x0e\x32\x16.smartfleet.v1.Outcome\x12.\n\x0b\x65rror_class\x18\x06 \x01(\x0e\x32\x19.smartfleet.v1.ErrorClass\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x13\n\x0bhttp_status\x18\x08 \x01(\x05\x12\x12\n\ntarget_url\x18\t \x01(\t\x12\x11\n\tfinal_url\x18\n \x01(\t\x12\x16\n\x0eredirect_chain\x18\x0b \x03(\t\x12/\n\x06timing\x18\x0c \x01(\x0b\x32\x1f.smartfleet.v1.NavigationTiming\x12\x13\n\x0b\x64uration_ms\x18\r \x01(\x01\x12\x0f\n\x07node_id\x18\x0e \x01(\t\x12%\n\x06\x65ngine\x18\x0f \x01(\x0e\x32\x15.smartfleet.v1.Engine\x12.\n\nstarted_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x62rowser_version\x18\x12 \x01(\t\x12!\n\x04\x63\x65ll\x18\x13 \x01(\x0b\x32\x13.smartfleet.v1.Cell\x12*\n\textracted\x18\x14 \x01(\x0b\x32\x17.google.protobuf.Struct\x12)\n\x05steps\x18\x15 \x03(\x0b\x32\x1a.smartfleet.v1.StepOutcome\x12\x0f\n\x07\x61\x63\x63ount\x18\x16 \x01(\t\x12\x11\n\tartifacts\x18\x17 \x03(\t\x12(\n\x06vitals\x18\x18 \x01(\x0b\x32\x18.smartfleet.v1.WebVitals\x12\x19\n\x11\x62ytes_transferred\x18\x19 \x01(\x03\x12\x15\n\rrequest_count\x18\x1a \x01(\x05\x12\x16\n\x0e\x63onsole_errors\x18\x1b \x03(\t\"I\n\tWebVitals\x12\x0f\n\x07ttfb_ms\x18\x01 \x01(\x01\x12\x0e\n\x06\x66\x63p_ms\x18\x02 \x01(\x01\x12\x0e\n\x06lcp_ms\x18\x03 \x01(\x01\x12\x0b\n\x03\x63ls\x18\x04 \x01(\x01\"{\n\x0bStepOutcome\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.smartfleet.v1.StepStatus\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x83\x01\n\x12ListResultsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12(\n\x08outcomes\x18\x04 \x03(\x0e\x32\x16.smartfleet.v1.Outcome\x12\x0c\n\x04\x63\x65ll\x18\x05 \x01(\t\"]\n\x13ListResultsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.smartfleet.v1.SessionResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*n\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEP_STATUS_OK\x10\x01\x12\x17\n\x13STEP_STATUS_SKIPPED\x10\x02\x12\x16\n\x12STEP_STATUS_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'smartfleet.v1.results_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=1357
-  _globals['_OUTCOME']._serialized_end=1624
-  _globals['_ERRORCLASS']._serialized_start=1627
-  _globals['_ERRORCLASS']._serialized_end=1769
-  _globals['_NAVIGATIONTIMING']._serialized_start=135
-  _globals['_NAVIGATIONTIMING']._serialized_end=254
-  _globals['_SESSIONRESULT']._serialized_start=257
-  _globals['_SESSIONRESULT']._serialized_end=1023
-  _globals['_WEBVITALS']._serialized_start=1025
-  _globals['_WEBVITALS']._serialized_end=1098
-  _globals['_STEPOUTCOME']._serialized_start=1100
-  _globals['_STEPOUTCOME']._serialized_end=1196
-  _globals['_LISTRESULTSREQUEST']._serialized_start=1198
-  _globals['_LISTRESULTSREQUEST']._serialized_end=1264
-  _globals['_LISTRESULTSRESPONSE']._serialized_start=1266
-  _globals['_LISTRESULTSRESPONSE']._serialized_end=1354
+  _globals['_STEPSTATUS']._serialized_start=1505
+  _globals['_STEPSTATUS']._serialized_end=1615
+  _globals['_NAVIGATIONTIMING']._serialized_start=163
+  _globals['_NAVIGATIONTIMING']._serialized_end=282
+  _globals['_SESSIONRESULT']._serialized_start=285
+  _globals['_SESSIONRESULT']._serialized_end=1074
+  _globals['_WEBVITALS']._serialized_start=1076
+  _globals['_WEBVITALS']._serialized_end=1149
+  _globals['_STEPOUTCOME']._serialized_start=1151
+  _globals['_STEPOUTCOME']._serialized_end=1274
+  _globals['_LISTRESULTSREQUEST']._serialized_start=1277
+  _globals['_LISTRESULTSREQUEST']._serialized_end=1408
+  _globals['_LISTRESULTSRESPONSE']._serialized_start=1410
+  _globals['_LISTRESULTSRESPONSE']._serialized_end=1503
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from smartfleet.v1 import common_pb2 as _common_pb2
 from smartfleet.v1 import runs_pb2 as _runs_pb2
 import builtins as _builtins
 import sys
@@ -22,58 +23,26 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class _Outcome:
+class _StepStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
 
-class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.ValueType], _builtins.type):
+class _StepStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
-    OUTCOME_UNSPECIFIED: _Outcome.ValueType  # 0
-    OUTCOME_OK: _Outcome.ValueType  # 1
-    OUTCOME_HTTP_ERROR: _Outcome.ValueType  # 2
-    OUTCOME_NAVIGATION_ERROR: _Outcome.ValueType  # 3
-    OUTCOME_TIMEOUT: _Outcome.ValueType  # 4
-    OUTCOME_BROWSER_CRASH: _Outcome.ValueType  # 5
-    OUTCOME_BLOCKED_BY_ALLOWLIST: _Outcome.ValueType  # 6
-    OUTCOME_ASSERTION_FAILED: _Outcome.ValueType  # 7
-    OUTCOME_CANCELLED: _Outcome.ValueType  # 8
-    OUTCOME_INTERNAL_ERROR: _Outcome.ValueType  # 9
+    STEP_STATUS_UNSPECIFIED: _StepStatus.ValueType  # 0
+    STEP_STATUS_OK: _StepStatus.ValueType  # 1
+    STEP_STATUS_SKIPPED: _StepStatus.ValueType  # 2
+    """Optional, and its element was absent (or it failed)."""
+    STEP_STATUS_FAILED: _StepStatus.ValueType  # 3
 
-class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper):
-    """How a session ended."""
+class StepStatus(_StepStatus, metaclass=_StepStatusEnumTypeWrapper): ...
 
-OUTCOME_UNSPECIFIED: Outcome.ValueType  # 0
-OUTCOME_OK: Outcome.ValueType  # 1
-OUTCOME_HTTP_ERROR: Outcome.ValueType  # 2
-OUTCOME_NAVIGATION_ERROR: Outcome.ValueType  # 3
-OUTCOME_TIMEOUT: Outcome.ValueType  # 4
-OUTCOME_BROWSER_CRASH: Outcome.ValueType  # 5
-OUTCOME_BLOCKED_BY_ALLOWLIST: Outcome.ValueType  # 6
-OUTCOME_ASSERTION_FAILED: Outcome.ValueType  # 7
-OUTCOME_CANCELLED: Outcome.ValueType  # 8
-OUTCOME_INTERNAL_ERROR: Outcome.ValueType  # 9
-Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
-
-class _ErrorClass:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _ErrorClassEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorClass.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    ERROR_CLASS_UNSPECIFIED: _ErrorClass.ValueType  # 0
-    ERROR_CLASS_NONE: _ErrorClass.ValueType  # 1
-    ERROR_CLASS_TRANSIENT: _ErrorClass.ValueType  # 2
-    ERROR_CLASS_PERMANENT: _ErrorClass.ValueType  # 3
-    ERROR_CLASS_ACCOUNT: _ErrorClass.ValueType  # 4
-
-class ErrorClass(_ErrorClass, metaclass=_ErrorClassEnumTypeWrapper): ...
-
-ERROR_CLASS_UNSPECIFIED: ErrorClass.ValueType  # 0
-ERROR_CLASS_NONE: ErrorClass.ValueType  # 1
-ERROR_CLASS_TRANSIENT: ErrorClass.ValueType  # 2
-ERROR_CLASS_PERMANENT: ErrorClass.ValueType  # 3
-ERROR_CLASS_ACCOUNT: ErrorClass.ValueType  # 4
-Global___ErrorClass: _TypeAlias = ErrorClass  # noqa: Y015
+STEP_STATUS_UNSPECIFIED: StepStatus.ValueType  # 0
+STEP_STATUS_OK: StepStatus.ValueType  # 1
+STEP_STATUS_SKIPPED: StepStatus.ValueType  # 2
+"""Optional, and its element was absent (or it failed)."""
+STEP_STATUS_FAILED: StepStatus.ValueType  # 3
+Global___StepStatus: _TypeAlias = StepStatus  # noqa: Y015
 
 @_typing.final
 class NavigationTiming(_message.Message):
@@ -145,15 +114,15 @@ class SessionResult(_message.Message):
     attempt: _builtins.int
     run_id: _builtins.str
     index: _builtins.int
-    outcome: Global___Outcome.ValueType
-    error_class: Global___ErrorClass.ValueType
+    outcome: _common_pb2.Outcome.ValueType
+    error_class: _common_pb2.ErrorClass.ValueType
     error: _builtins.str
     http_status: _builtins.int
     target_url: _builtins.str
     final_url: _builtins.str
     duration_ms: _builtins.float
     node_id: _builtins.str
-    engine: _builtins.str
+    engine: _common_pb2.Engine.ValueType
     browser_version: _builtins.str
     account: _builtins.str
     bytes_transferred: _builtins.int
@@ -178,7 +147,7 @@ class SessionResult(_message.Message):
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___StepOutcome]: ...
     @_builtins.property
     def artifacts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """References into the artifact store (screenshots, traces, HAR)."""
+        """References into the artifact store (screenshots, traces, HAR): Artifact keys."""
 
     @_builtins.property
     def vitals(self) -> Global___WebVitals: ...
@@ -193,8 +162,8 @@ class SessionResult(_message.Message):
         attempt: _builtins.int = ...,
         run_id: _builtins.str = ...,
         index: _builtins.int = ...,
-        outcome: Global___Outcome.ValueType = ...,
-        error_class: Global___ErrorClass.ValueType = ...,
+        outcome: _common_pb2.Outcome.ValueType = ...,
+        error_class: _common_pb2.ErrorClass.ValueType = ...,
         error: _builtins.str = ...,
         http_status: _builtins.int = ...,
         target_url: _builtins.str = ...,
@@ -203,7 +172,7 @@ class SessionResult(_message.Message):
         timing: Global___NavigationTiming | None = ...,
         duration_ms: _builtins.float = ...,
         node_id: _builtins.str = ...,
-        engine: _builtins.str = ...,
+        engine: _common_pb2.Engine.ValueType = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         browser_version: _builtins.str = ...,
@@ -270,8 +239,7 @@ class StepOutcome(_message.Message):
     index: _builtins.int
     action: _builtins.str
     """The step's action ("goto", "click", …)."""
-    status: _builtins.str
-    """"ok", "skipped" (optional and absent), "failed"."""
+    status: Global___StepStatus.ValueType
     duration_ms: _builtins.float
     error: _builtins.str
     def __init__(
@@ -279,7 +247,7 @@ class StepOutcome(_message.Message):
         *,
         index: _builtins.int = ...,
         action: _builtins.str = ...,
-        status: _builtins.str = ...,
+        status: Global___StepStatus.ValueType = ...,
         duration_ms: _builtins.float = ...,
         error: _builtins.str = ...,
     ) -> None: ...
@@ -293,26 +261,37 @@ Global___StepOutcome: _TypeAlias = StepOutcome  # noqa: Y015
 
 @_typing.final
 class ListResultsRequest(_message.Message):
+    """In the order the results were stored."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
-    LIMIT_FIELD_NUMBER: _builtins.int
-    AFTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    CELL_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
-    limit: _builtins.int
-    """At most this many results, oldest first; 0 means the server's default page size."""
-    after: _builtins.int
-    """Results after this stored sequence number (paging)."""
+    page_size: _builtins.int
+    """Default 500, at most 5,000."""
+    page_token: _builtins.str
+    cell: _builtins.str
+    """Only results of this matrix cell (its `key`)."""
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Outcome.ValueType]:
+        """Only results with one of these outcomes (none: all)."""
+
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
-        limit: _builtins.int = ...,
-        after: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        outcomes: _abc.Iterable[_common_pb2.Outcome.ValueType] | None = ...,
+        cell: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "limit", b"limit", "run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "outcomes", b"outcomes", "page_size", b"page_size", "page_token", b"page_token", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -323,20 +302,19 @@ class ListResultsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
-    NEXT_AFTER_FIELD_NUMBER: _builtins.int
-    next_after: _builtins.int
-    """Pass as `after` for the next page; 0 when there is none."""
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionResult]: ...
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___SessionResult] | None = ...,
-        next_after: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_after", b"next_after", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

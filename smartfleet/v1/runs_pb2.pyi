@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from smartfleet.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,99 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ArtifactPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ArtifactPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ArtifactPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ARTIFACT_POLICY_UNSPECIFIED: _ArtifactPolicy.ValueType  # 0
+    ARTIFACT_POLICY_NEVER: _ArtifactPolicy.ValueType  # 1
+    ARTIFACT_POLICY_ON_FAILURE: _ArtifactPolicy.ValueType  # 2
+    """A failed session keeps a screenshot, a Playwright trace and a HAR."""
+    ARTIFACT_POLICY_ALWAYS: _ArtifactPolicy.ValueType  # 3
+    """Every session keeps them (and a final screenshot)."""
+
+class ArtifactPolicy(_ArtifactPolicy, metaclass=_ArtifactPolicyEnumTypeWrapper): ...
+
+ARTIFACT_POLICY_UNSPECIFIED: ArtifactPolicy.ValueType  # 0
+ARTIFACT_POLICY_NEVER: ArtifactPolicy.ValueType  # 1
+ARTIFACT_POLICY_ON_FAILURE: ArtifactPolicy.ValueType  # 2
+"""A failed session keeps a screenshot, a Playwright trace and a HAR."""
+ARTIFACT_POLICY_ALWAYS: ArtifactPolicy.ValueType  # 3
+"""Every session keeps them (and a final screenshot)."""
+Global___ArtifactPolicy: _TypeAlias = ArtifactPolicy  # noqa: Y015
+
+class _LoadState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LoadStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LoadState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOAD_STATE_UNSPECIFIED: _LoadState.ValueType  # 0
+    LOAD_STATE_LOAD: _LoadState.ValueType  # 1
+    LOAD_STATE_DOMCONTENTLOADED: _LoadState.ValueType  # 2
+    LOAD_STATE_NETWORKIDLE: _LoadState.ValueType  # 3
+    LOAD_STATE_COMMIT: _LoadState.ValueType  # 4
+    """Navigation committed (goto only)."""
+
+class LoadState(_LoadState, metaclass=_LoadStateEnumTypeWrapper):
+    """A page's load states, as Playwright names them."""
+
+LOAD_STATE_UNSPECIFIED: LoadState.ValueType  # 0
+LOAD_STATE_LOAD: LoadState.ValueType  # 1
+LOAD_STATE_DOMCONTENTLOADED: LoadState.ValueType  # 2
+LOAD_STATE_NETWORKIDLE: LoadState.ValueType  # 3
+LOAD_STATE_COMMIT: LoadState.ValueType  # 4
+"""Navigation committed (goto only)."""
+Global___LoadState: _TypeAlias = LoadState  # noqa: Y015
+
+class _ElementState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ElementStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ElementState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ELEMENT_STATE_UNSPECIFIED: _ElementState.ValueType  # 0
+    ELEMENT_STATE_VISIBLE: _ElementState.ValueType  # 1
+    ELEMENT_STATE_ATTACHED: _ElementState.ValueType  # 2
+    ELEMENT_STATE_DETACHED: _ElementState.ValueType  # 3
+    ELEMENT_STATE_HIDDEN: _ElementState.ValueType  # 4
+
+class ElementState(_ElementState, metaclass=_ElementStateEnumTypeWrapper): ...
+
+ELEMENT_STATE_UNSPECIFIED: ElementState.ValueType  # 0
+ELEMENT_STATE_VISIBLE: ElementState.ValueType  # 1
+ELEMENT_STATE_ATTACHED: ElementState.ValueType  # 2
+ELEMENT_STATE_DETACHED: ElementState.ValueType  # 3
+ELEMENT_STATE_HIDDEN: ElementState.ValueType  # 4
+Global___ElementState: _TypeAlias = ElementState  # noqa: Y015
+
+class _PacingMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PacingModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PacingMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PACING_MODE_UNSPECIFIED: _PacingMode.ValueType  # 0
+    PACING_MODE_FAST: _PacingMode.ValueType  # 1
+    """As fast as capacity allows (the default)."""
+    PACING_MODE_WINDOW: _PacingMode.ValueType  # 2
+    """Sessions spread over `window`, with seeded jitter."""
+    PACING_MODE_PHASES: _PacingMode.ValueType  # 3
+    """Arrival-rate phases with ramps."""
+
+class PacingMode(_PacingMode, metaclass=_PacingModeEnumTypeWrapper): ...
+
+PACING_MODE_UNSPECIFIED: PacingMode.ValueType  # 0
+PACING_MODE_FAST: PacingMode.ValueType  # 1
+"""As fast as capacity allows (the default)."""
+PACING_MODE_WINDOW: PacingMode.ValueType  # 2
+"""Sessions spread over `window`, with seeded jitter."""
+PACING_MODE_PHASES: PacingMode.ValueType  # 3
+"""Arrival-rate phases with ramps."""
+Global___PacingMode: _TypeAlias = PacingMode  # noqa: Y015
 
 class _RunStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -46,12 +140,46 @@ RUN_STATUS_CANCELLED: RunStatus.ValueType  # 5
 RUN_STATUS_FAILED: RunStatus.ValueType  # 6
 Global___RunStatus: _TypeAlias = RunStatus  # noqa: Y015
 
+class _JobStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_STATUS_UNSPECIFIED: _JobStatus.ValueType  # 0
+    JOB_STATUS_DISPATCHED: _JobStatus.ValueType  # 1
+    """Out on the bus or running on a node."""
+    JOB_STATUS_RETRY_WAIT: _JobStatus.ValueType  # 2
+    """Waiting for its next attempt."""
+    JOB_STATUS_SUCCEEDED: _JobStatus.ValueType  # 3
+    JOB_STATUS_FAILED: _JobStatus.ValueType  # 4
+    """Failed with a permanent error."""
+    JOB_STATUS_DEAD: _JobStatus.ValueType  # 5
+    """Used up its attempts."""
+    JOB_STATUS_CANCELLED: _JobStatus.ValueType  # 6
+
+class JobStatus(_JobStatus, metaclass=_JobStatusEnumTypeWrapper): ...
+
+JOB_STATUS_UNSPECIFIED: JobStatus.ValueType  # 0
+JOB_STATUS_DISPATCHED: JobStatus.ValueType  # 1
+"""Out on the bus or running on a node."""
+JOB_STATUS_RETRY_WAIT: JobStatus.ValueType  # 2
+"""Waiting for its next attempt."""
+JOB_STATUS_SUCCEEDED: JobStatus.ValueType  # 3
+JOB_STATUS_FAILED: JobStatus.ValueType  # 4
+"""Failed with a permanent error."""
+JOB_STATUS_DEAD: JobStatus.ValueType  # 5
+"""Used up its attempts."""
+JOB_STATUS_CANCELLED: JobStatus.ValueType  # 6
+Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
+
 @_typing.final
 class RunSpec(_message.Message):
-    """What a run does. Validated by the scheduler before it is stored; an invalid
-    spec is refused with INVALID_ARGUMENT naming the field and the reason.
-    The same shape, as JSON or YAML (proto field names, durations written "500ms", "5s", "2m"),
-    is what `smartctl run create -f` reads; docs/run-spec.md is the reference.
+    """What a run does. Validated by the scheduler before it is stored; an invalid spec is refused
+    with INVALID_ARGUMENT and a BadRequest naming every invalid field and the reason.
+    The same shape, as JSON or YAML (proto field names; enum values in lower case without their
+    prefix, e.g. `engine: chromium`, `pacing: {mode: window}`; durations written "500ms", "5s",
+    "2m"), is what `smartctl run create -f` reads; docs/run-spec.md is the reference.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -71,16 +199,18 @@ class RunSpec(_message.Message):
     ARTIFACTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     sessions: _builtins.int
-    """Total number of sessions."""
-    engine: _builtins.str
-    """The engine when the matrix names none: "chromium" (default), "firefox", "webkit"."""
+    """Total number of sessions, at least 1. Required."""
+    engine: _common_pb2.Engine.ValueType
+    """The engine when the matrix names none (default chromium)."""
     priority: _builtins.int
+    """Higher runs get a larger share of the fleet's capacity (0..100, default 0)."""
     seed: _builtins.int
-    artifacts: _builtins.str
-    """Artifacts kept per session: "never" (default), "on_failure", "always"."""
+    """Seeds the run's plan (pacing jitter, dwell times); 0 picks one."""
+    artifacts: Global___ArtifactPolicy.ValueType
+    """Artifacts kept per session (default never)."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Target URLs (http or https); sessions spread over them round-robin."""
+        """Target URLs (http or https), at least one; sessions spread over them round-robin."""
 
     @_builtins.property
     def pacing(self) -> Global___Pacing: ...
@@ -103,23 +233,25 @@ class RunSpec(_message.Message):
         *,
         name: _builtins.str = ...,
         targets: _abc.Iterable[_builtins.str] | None = ...,
-        sessions: _builtins.int = ...,
+        sessions: _builtins.int | None = ...,
         pacing: Global___Pacing | None = ...,
         limits: Global___Limits | None = ...,
-        engine: _builtins.str = ...,
+        engine: _common_pb2.Engine.ValueType = ...,
         priority: _builtins.int = ...,
         seed: _builtins.int = ...,
         steps: _abc.Iterable[Global___Step] | None = ...,
         matrix: Global___Matrix | None = ...,
         retry: Global___RetryPolicy | None = ...,
         accounts: Global___AccountSelector | None = ...,
-        artifacts: _builtins.str = ...,
+        artifacts: Global___ArtifactPolicy.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "limits", b"limits", "matrix", b"matrix", "pacing", b"pacing", "retry", b"retry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sessions", b"_sessions", "accounts", b"accounts", "limits", b"limits", "matrix", b"matrix", "pacing", b"pacing", "retry", b"retry", "sessions", b"sessions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "artifacts", b"artifacts", "engine", b"engine", "limits", b"limits", "matrix", b"matrix", "name", b"name", "pacing", b"pacing", "priority", b"priority", "retry", b"retry", "seed", b"seed", "sessions", b"sessions", "steps", b"steps", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sessions", b"_sessions", "accounts", b"accounts", "artifacts", b"artifacts", "engine", b"engine", "limits", b"limits", "matrix", b"matrix", "name", b"name", "pacing", b"pacing", "priority", b"priority", "retry", b"retry", "seed", b"seed", "sessions", b"sessions", "steps", b"steps", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__sessions: _TypeAlias = _typing.Literal["sessions"]  # noqa: Y015
+    _WhichOneofArgType__sessions: _TypeAlias = _typing.Literal["_sessions", b"_sessions"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sessions) -> _WhichOneofReturnType__sessions | None: ...
 
 Global___RunSpec: _TypeAlias = RunSpec  # noqa: Y015
 
@@ -208,13 +340,13 @@ class GotoStep(_message.Message):
     """A URL template: "{target}" (the session's target), "{index}", "{run_id}"; a relative URL
     resolves against the target. Empty means "{target}".
     """
-    wait_until: _builtins.str
-    """"load" (default), "domcontentloaded", "networkidle", "commit"."""
+    wait_until: Global___LoadState.ValueType
+    """What the navigation waits for (default load)."""
     def __init__(
         self,
         *,
         url: _builtins.str = ...,
-        wait_until: _builtins.str = ...,
+        wait_until: Global___LoadState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -234,19 +366,18 @@ class WaitForStep(_message.Message):
     LOAD_STATE_FIELD_NUMBER: _builtins.int
     selector: _builtins.str
     """Exactly one of selector, url, load_state."""
-    state: _builtins.str
-    """For selector: "visible" (default), "attached", "detached", "hidden"."""
+    state: Global___ElementState.ValueType
+    """For selector (default visible)."""
     url: _builtins.str
     """A glob ("**/about") or a regular expression written /.../ the page URL must match."""
-    load_state: _builtins.str
-    """"load", "domcontentloaded", "networkidle"."""
+    load_state: Global___LoadState.ValueType
     def __init__(
         self,
         *,
         selector: _builtins.str = ...,
-        state: _builtins.str = ...,
+        state: Global___ElementState.ValueType = ...,
         url: _builtins.str = ...,
-        load_state: _builtins.str = ...,
+        load_state: Global___LoadState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -642,12 +773,12 @@ class EngineWeight(_message.Message):
 
     ENGINE_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
-    engine: _builtins.str
+    engine: _common_pb2.Engine.ValueType
     weight: _builtins.float
     def __init__(
         self,
         *,
-        engine: _builtins.str = ...,
+        engine: _common_pb2.Engine.ValueType = ...,
         weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -739,7 +870,7 @@ class Cell(_message.Message):
     device: _builtins.str
     locale: _builtins.str
     timezone: _builtins.str
-    engine: _builtins.str
+    engine: _common_pb2.Engine.ValueType
     key: _builtins.str
     """A stable, readable name of the cell ("Pixel 7 / de-DE / chromium / region=eu")."""
     @_builtins.property
@@ -753,7 +884,7 @@ class Cell(_message.Message):
         locale: _builtins.str = ...,
         timezone: _builtins.str = ...,
         geolocation: Global___Geolocation | None = ...,
-        engine: _builtins.str = ...,
+        engine: _common_pb2.Engine.ValueType = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         key: _builtins.str = ...,
     ) -> None: ...
@@ -774,10 +905,7 @@ class Pacing(_message.Message):
     JITTER_FIELD_NUMBER: _builtins.int
     PHASES_FIELD_NUMBER: _builtins.int
     DIURNAL_FIELD_NUMBER: _builtins.int
-    mode: _builtins.str
-    """"fast" (as capacity allows, default), "window" (sessions spread over `window`),
-    "phases" (arrival-rate phases with ramps).
-    """
+    mode: Global___PacingMode.ValueType
     jitter: _builtins.float
     """Window pacing: how far (0..1 of its slot) each start may move, seeded. Default 1."""
     @_builtins.property
@@ -791,7 +919,7 @@ class Pacing(_message.Message):
     def __init__(
         self,
         *,
-        mode: _builtins.str = ...,
+        mode: Global___PacingMode.ValueType = ...,
         window: _duration_pb2.Duration | None = ...,
         jitter: _builtins.float | None = ...,
         phases: _abc.Iterable[Global___Phase] | None = ...,
@@ -847,6 +975,7 @@ class Diurnal(_message.Message):
     TIMEZONE_FIELD_NUMBER: _builtins.int
     HOURLY_WEIGHTS_FIELD_NUMBER: _builtins.int
     timezone: _builtins.str
+    """An IANA time zone name."""
     @_builtins.property
     def hourly_weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """24 relative weights, hour 0 first."""
@@ -869,26 +998,6 @@ Global___Diurnal: _TypeAlias = Diurnal  # noqa: Y015
 class Limits(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    @_typing.final
-    class EngineConcurrencyEntry(_message.Message):
-        DESCRIPTOR: _descriptor.Descriptor
-
-        KEY_FIELD_NUMBER: _builtins.int
-        VALUE_FIELD_NUMBER: _builtins.int
-        key: _builtins.str
-        value: _builtins.int
-        def __init__(
-            self,
-            *,
-            key: _builtins.str = ...,
-            value: _builtins.int = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
-
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     SESSION_TIMEOUT_FIELD_NUMBER: _builtins.int
     PER_HOST_RATE_FIELD_NUMBER: _builtins.int
@@ -897,13 +1006,15 @@ class Limits(_message.Message):
     max_concurrency: _builtins.int
     """At most this many sessions of the run at once; 0 means no limit of the run's own."""
     per_host_rate: _builtins.float
-    """Session starts per second against any one target host (token bucket); 0 means no limit."""
+    """Session starts per second against any one target origin (token bucket); 0: no limit."""
     per_host_burst: _builtins.int
     """Bucket size of the per-host rate; 0 means 1."""
     @_builtins.property
-    def session_timeout(self) -> _duration_pb2.Duration: ...
+    def session_timeout(self) -> _duration_pb2.Duration:
+        """Default 60s."""
+
     @_builtins.property
-    def engine_concurrency(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+    def engine_concurrency(self) -> _containers.RepeatedCompositeFieldContainer[Global___EngineLimit]:
         """At most this many sessions of the run at once per engine."""
 
     def __init__(
@@ -913,7 +1024,7 @@ class Limits(_message.Message):
         session_timeout: _duration_pb2.Duration | None = ...,
         per_host_rate: _builtins.float = ...,
         per_host_burst: _builtins.int = ...,
-        engine_concurrency: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        engine_concurrency: _abc.Iterable[Global___EngineLimit] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["session_timeout", b"session_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -924,13 +1035,35 @@ class Limits(_message.Message):
 Global___Limits: _TypeAlias = Limits  # noqa: Y015
 
 @_typing.final
+class EngineLimit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENGINE_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    engine: _common_pb2.Engine.ValueType
+    max_concurrency: _builtins.int
+    def __init__(
+        self,
+        *,
+        engine: _common_pb2.Engine.ValueType = ...,
+        max_concurrency: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "max_concurrency", b"max_concurrency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngineLimit: _TypeAlias = EngineLimit  # noqa: Y015
+
+@_typing.final
 class RetryPolicy(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     BACKOFF_FIELD_NUMBER: _builtins.int
     max_attempts: _builtins.int
-    """Attempts in all, first included (default 4); 1 means never retry."""
+    """Attempts in all, first included (0: the default, 4); 1 means never retry."""
     @_builtins.property
     def backoff(self) -> _containers.RepeatedCompositeFieldContainer[_duration_pb2.Duration]:
         """Waits before attempts 2, 3, …; the last repeats (default 5m, 15m, 45m)."""
@@ -1047,6 +1180,26 @@ Global___RunCounters: _TypeAlias = RunCounters  # noqa: Y015
 class Run(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
@@ -1055,9 +1208,18 @@ class Run(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     name: _builtins.str
     status: Global___RunStatus.ValueType
+    waiting_reason: _builtins.str
+    """Why a running run sends nothing although sessions are due, e.g. "no node serves
+    engine=webkit"; empty while it dispatches (or has nothing due).
+    """
+    created_by: _builtins.str
+    """The name of the token that created the run (empty before tokens existed)."""
     @_builtins.property
     def spec(self) -> Global___RunSpec: ...
     @_builtins.property
@@ -1068,6 +1230,10 @@ class Run(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The caller's own labels (at most 32; keys and values up to 63 characters)."""
+
     def __init__(
         self,
         *,
@@ -1079,10 +1245,13 @@ class Run(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        waiting_reason: _builtins.str = ...,
+        created_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "created_at", b"created_at", "finished_at", b"finished_at", "spec", b"spec", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "name", b"name", "spec", b"spec", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "created_at", b"created_at", "created_by", b"created_by", "finished_at", b"finished_at", "id", b"id", "labels", b"labels", "name", b"name", "spec", b"spec", "started_at", b"started_at", "status", b"status", "waiting_reason", b"waiting_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1094,12 +1263,12 @@ class OutcomeCount(_message.Message):
 
     OUTCOME_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
-    outcome: _builtins.str
+    outcome: _common_pb2.Outcome.ValueType
     count: _builtins.int
     def __init__(
         self,
         *,
-        outcome: _builtins.str = ...,
+        outcome: _common_pb2.Outcome.ValueType = ...,
         count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
@@ -1231,28 +1400,190 @@ class CellStats(_message.Message):
 Global___CellStats: _TypeAlias = CellStats  # noqa: Y015
 
 @_typing.final
+class RunPlanSummary(_message.Message):
+    """What a run would do, without creating it (CreateRun with validate_only)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    CELLS_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    STARTS_PER_BUCKET_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    SPAN_FIELD_NUMBER: _builtins.int
+    HOSTS_FIELD_NUMBER: _builtins.int
+    sessions: _builtins.int
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanShare]: ...
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanShare]: ...
+    @_builtins.property
+    def starts_per_bucket(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Sessions that start in each `bucket` of the run, from its start (at most 240 buckets: the
+        bucket is the shortest of 1s, 2s, 5s, … 1 week that fits; one bucket for fast pacing).
+        """
+
+    @_builtins.property
+    def bucket(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def span(self) -> _duration_pb2.Duration:
+        """From the first to the last planned start (0 for fast pacing)."""
+
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanHost]: ...
+    def __init__(
+        self,
+        *,
+        sessions: _builtins.int = ...,
+        cells: _abc.Iterable[Global___PlanShare] | None = ...,
+        targets: _abc.Iterable[Global___PlanShare] | None = ...,
+        starts_per_bucket: _abc.Iterable[_builtins.int] | None = ...,
+        bucket: _duration_pb2.Duration | None = ...,
+        span: _duration_pb2.Duration | None = ...,
+        hosts: _abc.Iterable[Global___PlanHost] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "span", b"span"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "cells", b"cells", "hosts", b"hosts", "sessions", b"sessions", "span", b"span", "starts_per_bucket", b"starts_per_bucket", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunPlanSummary: _TypeAlias = RunPlanSummary  # noqa: Y015
+
+@_typing.final
+class PlanShare(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    sessions: _builtins.int
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        sessions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanShare: _TypeAlias = PlanShare  # noqa: Y015
+
+@_typing.final
+class PlanHost(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    allowed: _builtins.bool
+    """Whether the server's allowlist lets sessions visit it."""
+    reason: _builtins.str
+    """Why not, when not."""
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        allowed: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "host", b"host", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanHost: _TypeAlias = PlanHost  # noqa: Y015
+
+@_typing.final
 class CreateRunRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SPEC_FIELD_NUMBER: _builtins.int
     START_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     start: _builtins.bool
     """Start the run right away instead of leaving it a draft."""
+    request_id: _builtins.str
+    """A client-chosen id (a UUID) making the create idempotent (AIP-155): a retry with the same
+    request_id returns the run the first call created instead of creating another.
+    """
+    validate_only: _builtins.bool
+    """Validate and plan only: nothing is created; the response carries the plan, no run."""
     @_builtins.property
     def spec(self) -> Global___RunSpec: ...
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The caller's own labels for the run (filterable in ListRuns)."""
+
     def __init__(
         self,
         *,
         spec: Global___RunSpec | None = ...,
         start: _builtins.bool = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        request_id: _builtins.str = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "request_id", b"request_id", "spec", b"spec", "start", b"start", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateRunRequest: _TypeAlias = CreateRunRequest  # noqa: Y015
+
+@_typing.final
+class CreateRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___Run: ...
+    @_builtins.property
+    def plan(self) -> Global___RunPlanSummary:
+        """Set for validate_only."""
+
+    def __init__(
+        self,
+        *,
+        run: Global___Run | None = ...,
+        plan: Global___RunPlanSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan", b"plan", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateRunResponse: _TypeAlias = CreateRunResponse  # noqa: Y015
 
 @_typing.final
 class StartRunRequest(_message.Message):
@@ -1278,23 +1609,24 @@ class StartRunRequest(_message.Message):
 Global___StartRunRequest: _TypeAlias = StartRunRequest  # noqa: Y015
 
 @_typing.final
-class RunRef(_message.Message):
+class StartRunResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    RUN_ID_FIELD_NUMBER: _builtins.int
-    run_id: _builtins.str
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___Run: ...
     def __init__(
         self,
         *,
-        run_id: _builtins.str = ...,
+        run: Global___Run | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RunRef: _TypeAlias = RunRef  # noqa: Y015
+Global___StartRunResponse: _TypeAlias = StartRunResponse  # noqa: Y015
 
 @_typing.final
 class GetRunRequest(_message.Message):
@@ -1316,19 +1648,237 @@ class GetRunRequest(_message.Message):
 Global___GetRunRequest: _TypeAlias = GetRunRequest  # noqa: Y015
 
 @_typing.final
-class ListRunsRequest(_message.Message):
+class GetRunResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    LIMIT_FIELD_NUMBER: _builtins.int
-    limit: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___Run: ...
     def __init__(
         self,
         *,
-        limit: _builtins.int = ...,
+        run: Global___Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRunResponse: _TypeAlias = GetRunResponse  # noqa: Y015
+
+@_typing.final
+class PauseRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseRunRequest: _TypeAlias = PauseRunRequest  # noqa: Y015
+
+@_typing.final
+class PauseRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___Run: ...
+    def __init__(
+        self,
+        *,
+        run: Global___Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseRunResponse: _TypeAlias = PauseRunResponse  # noqa: Y015
+
+@_typing.final
+class ResumeRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeRunRequest: _TypeAlias = ResumeRunRequest  # noqa: Y015
+
+@_typing.final
+class ResumeRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___Run: ...
+    def __init__(
+        self,
+        *,
+        run: Global___Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeRunResponse: _TypeAlias = ResumeRunResponse  # noqa: Y015
+
+@_typing.final
+class CancelRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRunRequest: _TypeAlias = CancelRunRequest  # noqa: Y015
+
+@_typing.final
+class CancelRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___Run: ...
+    def __init__(
+        self,
+        *,
+        run: Global___Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRunResponse: _TypeAlias = CancelRunResponse  # noqa: Y015
+
+@_typing.final
+class ExpediteRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpediteRunRequest: _TypeAlias = ExpediteRunRequest  # noqa: Y015
+
+@_typing.final
+class ExpediteRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___Run: ...
+    def __init__(
+        self,
+        *,
+        run: Global___Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpediteRunResponse: _TypeAlias = ExpediteRunResponse  # noqa: Y015
+
+@_typing.final
+class ListRunsRequest(_message.Message):
+    """Newest first (by creation time)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    NAME_PREFIX_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Default 50, at most 1,000."""
+    page_token: _builtins.str
+    name_prefix: _builtins.str
+    """Only runs whose name starts with this."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___RunStatus.ValueType]:
+        """Only runs in one of these statuses (none: all)."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only runs carrying all these labels."""
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        statuses: _abc.Iterable[Global___RunStatus.ValueType] | None = ...,
+        name_prefix: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "name_prefix", b"name_prefix", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1339,16 +1889,19 @@ class ListRunsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RUNS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Run]: ...
     def __init__(
         self,
         *,
         runs: _abc.Iterable[Global___Run] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["runs", b"runs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "runs", b"runs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1374,6 +1927,28 @@ class WatchRunRequest(_message.Message):
 Global___WatchRunRequest: _TypeAlias = WatchRunRequest  # noqa: Y015
 
 @_typing.final
+class WatchRunResponse(_message.Message):
+    """A snapshot at once, then one on every change (coalesced), until the run is final."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> Global___Run: ...
+    def __init__(
+        self,
+        *,
+        run: Global___Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRunResponse: _TypeAlias = WatchRunResponse  # noqa: Y015
+
+@_typing.final
 class GetRunStatsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1393,26 +1968,54 @@ class GetRunStatsRequest(_message.Message):
 Global___GetRunStatsRequest: _TypeAlias = GetRunStatsRequest  # noqa: Y015
 
 @_typing.final
+class GetRunStatsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> Global___RunStats: ...
+    def __init__(
+        self,
+        *,
+        stats: Global___RunStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRunStatsResponse: _TypeAlias = GetRunStatsResponse  # noqa: Y015
+
+@_typing.final
 class ListJobsRequest(_message.Message):
+    """In index order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RUN_ID_FIELD_NUMBER: _builtins.int
-    STATUS_FIELD_NUMBER: _builtins.int
-    LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
-    status: _builtins.str
-    """Only jobs in this status ("dead", "retry_wait", …); empty lists all."""
-    limit: _builtins.int
+    page_size: _builtins.int
+    """Default 500, at most 5,000."""
+    page_token: _builtins.str
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___JobStatus.ValueType]:
+        """Only jobs in one of these statuses (none: all)."""
+
     def __init__(
         self,
         *,
         run_id: _builtins.str = ...,
-        status: _builtins.str = ...,
-        limit: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        statuses: _abc.Iterable[Global___JobStatus.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "run_id", b"run_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "run_id", b"run_id", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1436,8 +2039,9 @@ class Job(_message.Message):
     run_id: _builtins.str
     index: _builtins.int
     attempt: _builtins.int
-    status: _builtins.str
-    outcome: _builtins.str
+    status: Global___JobStatus.ValueType
+    outcome: _common_pb2.Outcome.ValueType
+    """The last attempt's outcome (unspecified while the first attempt runs)."""
     error: _builtins.str
     target_url: _builtins.str
     @_builtins.property
@@ -1451,8 +2055,8 @@ class Job(_message.Message):
         run_id: _builtins.str = ...,
         index: _builtins.int = ...,
         attempt: _builtins.int = ...,
-        status: _builtins.str = ...,
-        outcome: _builtins.str = ...,
+        status: Global___JobStatus.ValueType = ...,
+        outcome: _common_pb2.Outcome.ValueType = ...,
         error: _builtins.str = ...,
         cell: Global___Cell | None = ...,
         target_url: _builtins.str = ...,
@@ -1471,97 +2075,20 @@ class ListJobsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___Job] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
-
-@_typing.final
-class HostBackoff(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    HOST_FIELD_NUMBER: _builtins.int
-    CONSECUTIVE_ERRORS_FIELD_NUMBER: _builtins.int
-    UNTIL_FIELD_NUMBER: _builtins.int
-    host: _builtins.str
-    consecutive_errors: _builtins.int
-    @_builtins.property
-    def until(self) -> _timestamp_pb2.Timestamp: ...
-    def __init__(
-        self,
-        *,
-        host: _builtins.str = ...,
-        consecutive_errors: _builtins.int = ...,
-        until: _timestamp_pb2.Timestamp | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_errors", b"consecutive_errors", "host", b"host", "until", b"until"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___HostBackoff: _TypeAlias = HostBackoff  # noqa: Y015
-
-@_typing.final
-class ListHostsRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ListHostsRequest: _TypeAlias = ListHostsRequest  # noqa: Y015
-
-@_typing.final
-class ListHostsResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    HOSTS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostBackoff]: ...
-    def __init__(
-        self,
-        *,
-        hosts: _abc.Iterable[Global___HostBackoff] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ListHostsResponse: _TypeAlias = ListHostsResponse  # noqa: Y015
-
-@_typing.final
-class ResetHostBackoffRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    HOST_FIELD_NUMBER: _builtins.int
-    host: _builtins.str
-    def __init__(
-        self,
-        *,
-        host: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ResetHostBackoffRequest: _TypeAlias = ResetHostBackoffRequest  # noqa: Y015

@@ -30,11 +30,13 @@ async def test_on_failure_artifacts_reach_smartctl(
             name="artifacts",
             targets=[f"{demo_site.url}/about", f"{demo_site.url}/missing"],
             sessions=4,
-            artifacts="on_failure",
+            artifacts=runs_pb2.ARTIFACT_POLICY_ON_FAILURE,
         )
-        run = await api.CreateRun(
-            runs_pb2.CreateRunRequest(spec=spec, start=True), metadata=metadata(stack)
-        )
+        run = (
+            await api.CreateRun(
+                runs_pb2.CreateRunRequest(spec=spec, start=True), metadata=metadata(stack)
+            )
+        ).run
         final = await wait_final(api, stack, run.id)
         assert (final.counters.succeeded, final.counters.failed) == (2, 2)
 

@@ -18,7 +18,7 @@ import pytest
 
 from cli._stack import Stack
 from demo import DemoSite
-from smartfleet.v1 import fleet_pb2_grpc, runs_pb2
+from smartfleet.v1 import fleet_service_pb2_grpc, runs_pb2
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -36,9 +36,9 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         yield running
 
 
-def fleet(stack: Stack) -> tuple[grpc.aio.Channel, fleet_pb2_grpc.FleetStub]:
+def fleet(stack: Stack) -> tuple[grpc.aio.Channel, fleet_service_pb2_grpc.FleetServiceStub]:
     channel = grpc.aio.insecure_channel(stack.gateway_addr)
-    return channel, fleet_pb2_grpc.FleetStub(channel)
+    return channel, fleet_service_pb2_grpc.FleetServiceStub(channel)
 
 
 def metadata(stack: Stack) -> tuple[tuple[str, str], ...]:
@@ -54,12 +54,14 @@ def stored_results(stack: Stack, run_id: str) -> tuple[int, int]:
     return rows, jobs
 
 
-async def wait_final(api: fleet_pb2_grpc.FleetStub, stack: Stack, run_id: str) -> runs_pb2.Run:
+async def wait_final(
+    api: fleet_service_pb2_grpc.FleetServiceStub, stack: Stack, run_id: str
+) -> runs_pb2.Run:
     last = None
     async for update in api.WatchRun(
         runs_pb2.WatchRunRequest(run_id=run_id), metadata=metadata(stack), timeout=180
     ):
-        last = update
+        last = update.run
     assert last is not None
     return last
 
@@ -77,13 +79,19 @@ async def test_fifty_sessions_end_to_end(stack: Stack, demo_site: DemoSite) -> N
             ],
             sessions=50,
         )
-        run = await api.CreateRun(
-            runs_pb2.CreateRunRequest(spec=spec, start=True), metadata=metadata(stack), timeout=10
-        )
+        run = (
+            await api.CreateRun(
+                runs_pb2.CreateRunRequest(spec=spec, start=True),
+                metadata=metadata(stack),
+                timeout=10,
+            )
+        ).run
         final = await wait_final(api, stack, run.id)
-        stats = await api.GetRunStats(
-            runs_pb2.GetRunStatsRequest(run_id=run.id), metadata=metadata(stack), timeout=10
-        )
+        stats = (
+            await api.GetRunStats(
+                runs_pb2.GetRunStatsRequest(run_id=run.id), metadata=metadata(stack), timeout=10
+            )
+        ).stats
     assert final.status == runs_pb2.RUN_STATUS_COMPLETED
     assert (final.counters.succeeded, final.counters.failed) == (50, 0)
     assert stats.results == 50 and stats.success_rate == 1.0
@@ -130,13 +138,19 @@ async def test_node_killed_mid_run_still_gives_exact_results(
     channel, api = fleet(stack)
     async with channel:
         spec = runs_pb2.RunSpec(name="chaos", targets=[f"{demo_site.url}/slow?ms=600"], sessions=40)
-        run = await api.CreateRun(
-            runs_pb2.CreateRunRequest(spec=spec, start=True), metadata=metadata(stack), timeout=10
-        )
-        for _ in range(600):
-            current = await api.GetRun(
-                runs_pb2.GetRunRequest(run_id=run.id), metadata=metadata(stack), timeout=10
+        run = (
+            await api.CreateRun(
+                runs_pb2.CreateRunRequest(spec=spec, start=True),
+                metadata=metadata(stack),
+                timeout=10,
             )
+        ).run
+        for _ in range(600):
+            current = (
+                await api.GetRun(
+                    runs_pb2.GetRunRequest(run_id=run.id), metadata=metadata(stack), timeout=10
+                )
+            ).run
             if current.counters.succeeded >= 6:
                 break
             await asyncio.sleep(0.1)

@@ -12,7 +12,13 @@ import pytest
 from services.common.config import SchedulerSettings
 from services.common.nats_server import EmbeddedNatsServer
 from services.scheduler import SchedulerService
-from smartfleet.v1 import artifacts_pb2, node_pb2_grpc, runs_pb2, scheduler_pb2_grpc
+from smartfleet.v1 import (
+    artifacts_pb2,
+    fleet_service_pb2_grpc,
+    node_link_pb2,
+    node_link_pb2_grpc,
+    runs_pb2,
+)
 
 
 @pytest.fixture
@@ -37,25 +43,27 @@ async def scheduler(
 
 
 def upload(run_id: str, name: str, *parts: bytes, header_first: bool = True) -> list:
-    header = artifacts_pb2.ArtifactUpload(
-        header=artifacts_pb2.ArtifactHeader(
+    header = node_link_pb2.PutArtifactRequest(
+        header=node_link_pb2.ArtifactHeader(
             node_id="n1", run_id=run_id, job_id="job-1", attempt=1, name=name
         )
     )
-    data = [artifacts_pb2.ArtifactUpload(data=part) for part in parts]
+    data = [node_link_pb2.PutArtifactRequest(data=part) for part in parts]
     return [header, *data] if header_first else [*data, header]
 
 
 async def test_upload_list_fetch_and_refusals(scheduler: SchedulerService, tmp_path: Path) -> None:
     """An upload is listed and fetched whole; bad uploads get INVALID_ARGUMENT, NOT_FOUND or RESOURCE_EXHAUSTED and are not stored."""
     async with grpc.aio.insecure_channel(scheduler.address) as channel:
-        api = scheduler_pb2_grpc.SchedulerStub(channel)
-        link = node_pb2_grpc.NodeLinkStub(channel)
-        run = await api.CreateRun(
-            runs_pb2.CreateRunRequest(
-                spec=runs_pb2.RunSpec(targets=["http://127.0.0.1/"], sessions=1)
+        api = fleet_service_pb2_grpc.FleetServiceStub(channel)
+        link = node_link_pb2_grpc.NodeLinkServiceStub(channel)
+        run = (
+            await api.CreateRun(
+                runs_pb2.CreateRunRequest(
+                    spec=runs_pb2.RunSpec(targets=["http://127.0.0.1/"], sessions=1)
+                )
             )
-        )
+        ).run
         stored = await link.PutArtifact(iter(upload(run.id, "trace.zip", b"abc", b"def")))
         assert (stored.key, stored.size_bytes) == (f"{run.id}/job-1/1/trace.zip", 6)
 

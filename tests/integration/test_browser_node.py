@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import nats
 import pytest
+from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -34,10 +35,10 @@ from services.common.bus import (
     pool_subject,
 )
 from services.common.config import NodeSettings
-from services.common.contracts import envelope_to_bytes, result_from_pb
+from services.common.contracts import envelope_to_bytes, node_info_from_pb, result_from_pb
 from services.common.nats_server import EmbeddedNatsServer
 from services.common.types import Cell, ErrorClass, JobEnvelope, Outcome, SessionResult
-from smartfleet.v1 import node_pb2, node_pb2_grpc
+from smartfleet.v1 import node_link_pb2, node_link_pb2_grpc, nodes_pb2
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(45)]
 
@@ -69,7 +70,7 @@ def runner(pool: BrowserPool) -> SessionRunner:
     return SessionRunner(pool=pool, node_id="node-test")
 
 
-class FakeScheduler(node_pb2_grpc.NodeLinkServicer):
+class FakeScheduler(node_link_pb2_grpc.NodeLinkServiceServicer):
     """A real NodeLink server that, like the scheduler, creates the node's pool consumers on Register."""
 
     def __init__(self, js: JetStreamContext) -> None:
@@ -80,25 +81,32 @@ class FakeScheduler(node_pb2_grpc.NodeLinkServicer):
         self.report_attempts = 0
         self.reports_open = asyncio.Event()
         self.reports_open.set()
-        self.commands: list[node_pb2.NodeCommand] = []
+        self.commands: list[node_link_pb2.NodeCommand] = []
         self.states: list[int] = []
-        self.info: node_pb2.NodeInfo | None = None
+        self.info: nodes_pb2.NodeInfo | None = None
 
-    async def Register(self, request: Any, context: Any) -> node_pb2.RegisterNodeResponse:
+    async def RegisterNode(self, request: Any, context: Any) -> node_link_pb2.RegisterNodeResponse:
         self.info = request.info
         await self._bus.ensure_stream()
-        for pool in node_pools(request.info.engines, dict(request.info.labels)):
+        info = node_info_from_pb(request.info)
+        for pool in node_pools(info.engines, info.labels):
             await self._bus.ensure_pool(pool)
         self.known.add(request.info.node_id)
         self.registrations += 1
-        return node_pb2.RegisterNodeResponse(heartbeat_interval_s=0.2)
+        return node_link_pb2.RegisterNodeResponse(
+            heartbeat_interval=duration_pb2.Duration(nanos=200_000_000)
+        )
 
-    async def Heartbeat(self, request: Any, context: Any) -> node_pb2.HeartbeatResponse:
+    async def Heartbeat(self, request: Any, context: Any) -> node_link_pb2.HeartbeatResponse:
         self.states.append(request.state)
         commands, self.commands = self.commands, []
-        return node_pb2.HeartbeatResponse(known=request.node_id in self.known, commands=commands)
+        return node_link_pb2.HeartbeatResponse(
+            known=request.node_id in self.known, commands=commands
+        )
 
-    async def ReportResults(self, request: Any, context: Any) -> node_pb2.ReportResultsResponse:
+    async def ReportResults(
+        self, request: Any, context: Any
+    ) -> node_link_pb2.ReportResultsResponse:
         self.report_attempts += 1
         if not self.reports_open.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "scheduler database is down")
@@ -106,22 +114,24 @@ class FakeScheduler(node_pb2_grpc.NodeLinkServicer):
         for message in request.results:
             key = (message.job_id, message.attempt)
             stored.append(
-                node_pb2.StoredResult(job_id=key[0], attempt=key[1], new=key not in self.results)
+                node_link_pb2.StoredResult(
+                    job_id=key[0], attempt=key[1], new=key not in self.results
+                )
             )
             self.results.setdefault(key, result_from_pb(message))
-        return node_pb2.ReportResultsResponse(stored=stored)
+        return node_link_pb2.ReportResultsResponse(stored=stored)
 
     async def ReportInProgress(
         self, request: Any, context: Any
-    ) -> node_pb2.ReportInProgressResponse:
-        return node_pb2.ReportInProgressResponse()
+    ) -> node_link_pb2.ReportInProgressResponse:
+        return node_link_pb2.ReportInProgressResponse()
 
 
 @pytest.fixture
 async def scheduler(nc: NatsClient) -> AsyncIterator[tuple[FakeScheduler, str]]:
     fake = FakeScheduler(nc.jetstream())
     server = grpc.aio.server()
-    node_pb2_grpc.add_NodeLinkServicer_to_server(fake, server)
+    node_link_pb2_grpc.add_NodeLinkServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -543,7 +553,7 @@ async def test_node_shutdown_gives_back_unfinished_jobs(
     (again,) = await psub.fetch(batch=1, timeout=2)
     assert again.metadata.num_delivered == 2
     await again.ack()
-    assert node_pb2.NODE_STATE_DRAINED in fake.states
+    assert nodes_pb2.NODE_STATE_DRAINED in fake.states
 
 
 async def test_node_cancels_sessions_of_a_cancelled_run(
@@ -563,7 +573,7 @@ async def test_node_cancels_sessions_of_a_cancelled_run(
         await eventually(
             lambda: node.worker is not None and node.worker.busy == 1, what="the session"
         )
-        fake.commands.append(node_pb2.NodeCommand(cancel_run="run-cancel"))
+        fake.commands.append(node_link_pb2.NodeCommand(cancel_run="run-cancel"))
         await eventually(
             lambda: ("job-1", 1) in fake.results, timeout=4, what="the cancelled result"
         )
@@ -611,11 +621,11 @@ async def test_node_follows_slots_and_drain_commands(
         await eventually(
             lambda: node.worker is not None and node.worker.bound.is_set(), what="bind"
         )
-        fake.commands.append(node_pb2.NodeCommand(set_slots=5))
+        fake.commands.append(node_link_pb2.NodeCommand(set_slots=5))
         await eventually(lambda: node.worker is not None and node.worker.slots == 5, what="5 slots")
-        fake.commands.append(node_pb2.NodeCommand(drain=True))
+        fake.commands.append(node_link_pb2.NodeCommand(drain=True))
         await eventually(
-            lambda: fake.states and fake.states[-1] == node_pb2.NODE_STATE_DRAINED, what="drained"
+            lambda: fake.states and fake.states[-1] == nodes_pb2.NODE_STATE_DRAINED, what="drained"
         )
         await publish(js, envelope(f"{demo_site.url}/"))
         await asyncio.sleep(1.5)
@@ -639,25 +649,27 @@ async def test_cordoned_then_drained_node_stops_fetching_and_reports_drained(
         await eventually(
             lambda: node.worker is not None and node.worker.busy == 1, what="the session"
         )
-        fake.commands.append(node_pb2.NodeCommand(cordon=True))
+        fake.commands.append(node_link_pb2.NodeCommand(cordon=True))
         await eventually(
-            lambda: fake.states and fake.states[-1] == node_pb2.NODE_STATE_CORDONED, what="cordoned"
+            lambda: fake.states and fake.states[-1] == nodes_pb2.NODE_STATE_CORDONED,
+            what="cordoned",
         )
         await publish(js, envelope(f"{demo_site.url}/", job_id="job-after"))
-        fake.commands.append(node_pb2.NodeCommand(drain=True))
+        fake.commands.append(node_link_pb2.NodeCommand(drain=True))
         await eventually(
-            lambda: fake.states and fake.states[-1] == node_pb2.NODE_STATE_DRAINING, what="draining"
+            lambda: fake.states and fake.states[-1] == nodes_pb2.NODE_STATE_DRAINING,
+            what="draining",
         )
         await eventually(
-            lambda: fake.states and fake.states[-1] == node_pb2.NODE_STATE_DRAINED, what="drained"
+            lambda: fake.states and fake.states[-1] == nodes_pb2.NODE_STATE_DRAINED, what="drained"
         )
         # The running session finished; the job published after the cordon was never taken.
         assert set(fake.results) == {("job-slow", 1)}
         await asyncio.sleep(0.5)
         assert ("job-after", 1) not in fake.results and await stream_messages(js) == 1
-        fake.commands.append(node_pb2.NodeCommand(cordon=False))
+        fake.commands.append(node_link_pb2.NodeCommand(cordon=False))
         await eventually(lambda: ("job-after", 1) in fake.results, what="jobs again")
-        assert fake.states[-1] == node_pb2.NODE_STATE_READY
+        assert fake.states[-1] == nodes_pb2.NODE_STATE_READY
 
 
 async def test_sigterm_drains_within_grace_and_gives_back_the_rest(
@@ -686,7 +698,7 @@ async def test_sigterm_drains_within_grace_and_gives_back_the_rest(
         if not serving.done():
             serving.cancel()
     assert asyncio.get_running_loop().time() - started < 4
-    assert fake.results == {} and node_pb2.NODE_STATE_DRAINED in fake.states
+    assert fake.results == {} and nodes_pb2.NODE_STATE_DRAINED in fake.states
     psub = await js.pull_subscribe_bind(consumer=pool_consumer(POOL), stream=STREAM)
     (again,) = await psub.fetch(batch=1, timeout=2)
     assert again.metadata.num_delivered == 2
@@ -785,7 +797,7 @@ async def test_node_keeps_taking_jobs_after_nats_restart(
     client = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     fake = FakeScheduler(client.jetstream())
     server = grpc.aio.server()
-    node_pb2_grpc.add_NodeLinkServicer_to_server(fake, server)
+    node_link_pb2_grpc.add_NodeLinkServiceServicer_to_server(fake, server)
     address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
     await server.start()
     restarted: EmbeddedNatsServer | None = None

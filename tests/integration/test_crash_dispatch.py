@@ -14,7 +14,7 @@ import pytest
 from services.common.config import SchedulerSettings
 from services.common.nats_server import EmbeddedNatsServer
 from services.scheduler import SchedulerService
-from smartfleet.v1 import node_pb2_grpc, runs_pb2, scheduler_pb2_grpc
+from smartfleet.v1 import fleet_service_pb2_grpc, node_link_pb2_grpc, runs_pb2
 from tests.integration.test_lifecycle import Peer
 from tests.integration.test_scheduler import register, wait_for_status
 
@@ -31,9 +31,11 @@ def _settings(nats_url: str, database_url: str) -> SchedulerSettings:
     )
 
 
-async def _dispatched(api: scheduler_pb2_grpc.SchedulerStub, run_id: str) -> list[runs_pb2.Job]:
+async def _dispatched(
+    api: fleet_service_pb2_grpc.FleetServiceStub, run_id: str
+) -> list[runs_pb2.Job]:
     reply = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run_id), timeout=5)
-    return [job for job in reply.jobs if job.status == "dispatched"]
+    return [job for job in reply.jobs if job.status == runs_pb2.JOB_STATUS_DISPATCHED]
 
 
 async def test_claimed_but_unpublished_jobs_go_out_at_the_next_start(
@@ -48,11 +50,11 @@ async def test_claimed_but_unpublished_jobs_go_out_at_the_next_start(
     first = SchedulerService(_settings(nats_server.url, sqlite_url))
     await first.start()
     async with grpc.aio.insecure_channel(first.address) as channel:
-        await register(node_pb2_grpc.NodeLinkStub(channel), slots=3)
+        await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=3)
         await nats_server.stop()
-        api = scheduler_pb2_grpc.SchedulerStub(channel)
+        api = fleet_service_pb2_grpc.FleetServiceStub(channel)
         spec = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=3)
-        run = await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec, start=True), timeout=5)
+        run = (await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec, start=True), timeout=5)).run
         for _ in range(100):
             if len(await _dispatched(api, run.id)) == 3:
                 break
@@ -66,16 +68,18 @@ async def test_claimed_but_unpublished_jobs_go_out_at_the_next_start(
     nc = await nats.connect(nats_server.url)
     try:
         async with grpc.aio.insecure_channel(second.address) as channel:
-            link = node_pb2_grpc.NodeLinkStub(channel)
+            link = node_link_pb2_grpc.NodeLinkServiceStub(channel)
             await register(link, slots=3)
             peer = Peer(nc.jetstream(), link)
             envelopes = await peer.collect(3, timeout=10)
             assert sorted((e.index, e.attempt) for e in envelopes) == [(0, 1), (1, 1), (2, 1)]
             await peer.report(envelopes)
-            api = scheduler_pb2_grpc.SchedulerStub(channel)
+            api = fleet_service_pb2_grpc.FleetServiceStub(channel)
             await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
             jobs = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run.id), timeout=5)
-            assert [(job.status, job.attempt) for job in jobs.jobs] == [("succeeded", 1)] * 3
+            assert [(job.status, job.attempt) for job in jobs.jobs] == [
+                (runs_pb2.JOB_STATUS_SUCCEEDED, 1)
+            ] * 3
             # Nothing more is on the bus for the run.
             assert await peer.fetch(timeout=1.0) == []
     finally:
@@ -97,10 +101,12 @@ async def test_a_restart_does_not_send_published_jobs_twice(
         first = SchedulerService(_settings(nats_server.url, sqlite_url))
         await first.start()
         async with grpc.aio.insecure_channel(first.address) as channel:
-            await register(node_pb2_grpc.NodeLinkStub(channel), slots=4)
-            api = scheduler_pb2_grpc.SchedulerStub(channel)
+            await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=4)
+            api = fleet_service_pb2_grpc.FleetServiceStub(channel)
             spec = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=4)
-            run = await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec, start=True), timeout=5)
+            run = (
+                await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec, start=True), timeout=5)
+            ).run
             for _ in range(100):
                 if len(await _dispatched(api, run.id)) == 4:
                     break
@@ -110,7 +116,7 @@ async def test_a_restart_does_not_send_published_jobs_twice(
         await second.start()
         try:
             async with grpc.aio.insecure_channel(second.address) as channel:
-                link = node_pb2_grpc.NodeLinkStub(channel)
+                link = node_link_pb2_grpc.NodeLinkServiceStub(channel)
                 await register(link, slots=4)
                 peer = Peer(nc.jetstream(), link)
                 envelopes = await peer.collect(4, timeout=10)

@@ -165,7 +165,7 @@ async def test_create_start_pause_cancel_events(stores: Any) -> None:
     last = recorder.events[-1]
     assert isinstance(last, RunCancelled) and last.withdrawn == {"chromium": 1}
     assert last.run.cancelled == 5 and cancelled.status == "cancelled"
-    listed = await jobs.list_jobs(run.id, status=JobStatus.CANCELLED, limit=10)
+    listed = await jobs.list_jobs(run.id, statuses=[JobStatus.CANCELLED], limit=10)
     assert [job.index for job in listed] == [0]
 
 

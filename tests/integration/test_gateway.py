@@ -15,7 +15,7 @@ from services.common.nats_server import EmbeddedNatsServer
 from services.gateway import GatewayService
 from services.gateway._auth import token_digest
 from services.scheduler import SchedulerService
-from smartfleet.v1 import fleet_pb2_grpc, runs_pb2
+from smartfleet.v1 import fleet_service_pb2_grpc, runs_pb2
 
 pytestmark = pytest.mark.timeout(60)
 TOKEN = "test-token-1"
@@ -55,7 +55,7 @@ def auth(token: str) -> tuple[tuple[str, str], ...]:
 async def test_missing_or_wrong_token_is_unauthenticated(gateway: str) -> None:
     """Unary and streaming calls without a token, or with a wrong one, get UNAUTHENTICATED."""
     async with grpc.aio.insecure_channel(gateway) as channel:
-        fleet = fleet_pb2_grpc.FleetStub(channel)
+        fleet = fleet_service_pb2_grpc.FleetServiceStub(channel)
         for metadata in ((), auth("wrong"), (("authorization", "Basic abc"),)):
             with pytest.raises(grpc.aio.AioRpcError) as unary:
                 await fleet.ListRuns(runs_pb2.ListRunsRequest(), metadata=metadata, timeout=5)
@@ -71,11 +71,13 @@ async def test_missing_or_wrong_token_is_unauthenticated(gateway: str) -> None:
 async def test_valid_tokens_reach_the_scheduler(gateway: str) -> None:
     """A plain and a hash-configured token both work; scheduler errors keep their status."""
     async with grpc.aio.insecure_channel(gateway) as channel:
-        fleet = fleet_pb2_grpc.FleetStub(channel)
+        fleet = fleet_service_pb2_grpc.FleetServiceStub(channel)
         spec = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=3)
-        run = await fleet.CreateRun(
-            runs_pb2.CreateRunRequest(spec=spec), metadata=auth(TOKEN), timeout=5
-        )
+        run = (
+            await fleet.CreateRun(
+                runs_pb2.CreateRunRequest(spec=spec), metadata=auth(TOKEN), timeout=5
+            )
+        ).run
         listed = await fleet.ListRuns(
             runs_pb2.ListRunsRequest(), metadata=auth("hashed-token"), timeout=5
         )
@@ -106,11 +108,13 @@ async def test_health_is_open_and_serving(gateway: str) -> None:
 async def test_many_watchers_share_a_run_feed(gateway: str) -> None:
     """Twenty watchers of one draft run each get its snapshot; starting it reaches all of them."""
     async with grpc.aio.insecure_channel(gateway) as channel:
-        fleet = fleet_pb2_grpc.FleetStub(channel)
+        fleet = fleet_service_pb2_grpc.FleetServiceStub(channel)
         spec = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=1)
-        run = await fleet.CreateRun(
-            runs_pb2.CreateRunRequest(spec=spec), metadata=auth(TOKEN), timeout=5
-        )
+        run = (
+            await fleet.CreateRun(
+                runs_pb2.CreateRunRequest(spec=spec), metadata=auth(TOKEN), timeout=5
+            )
+        ).run
         statuses: list[list[int]] = [[] for _ in range(20)]
         snapshot_seen = [asyncio.Event() for _ in range(20)]
 
@@ -119,9 +123,9 @@ async def test_many_watchers_share_a_run_feed(gateway: str) -> None:
                 runs_pb2.WatchRunRequest(run_id=run.id), metadata=auth(TOKEN), timeout=20
             )
             async for update in call:
-                statuses[position].append(update.status)
+                statuses[position].append(update.run.status)
                 snapshot_seen[position].set()
-                if update.status == runs_pb2.RUN_STATUS_RUNNING:
+                if update.run.status == runs_pb2.RUN_STATUS_RUNNING:
                     call.cancel()
                     return
 

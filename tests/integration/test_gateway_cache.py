@@ -18,7 +18,7 @@ from services.common.config import GatewaySettings, SchedulerSettings
 from services.common.nats_server import EmbeddedNatsServer
 from services.gateway import GatewayService
 from services.scheduler import SchedulerService
-from smartfleet.v1 import fleet_pb2_grpc, runs_pb2, scheduler_pb2_grpc
+from smartfleet.v1 import fleet_service_pb2_grpc, runs_pb2
 
 pytestmark = pytest.mark.timeout(60)
 TOKEN = "cache-test-token"
@@ -27,7 +27,7 @@ STALENESS = timedelta(milliseconds=250)
 
 
 class SchedulerStandIn:
-    """The Scheduler's GetRun, StartRun and WatchRun over real gRPC; counts reads, may answer
+    """The scheduler's FleetService GetRun, StartRun and WatchRun over real gRPC; counts reads, may answer
     them slowly."""
 
     def __init__(self, *, delay: float = 0.0) -> None:
@@ -44,21 +44,21 @@ class SchedulerStandIn:
             "GetRun": grpc.unary_unary_rpc_method_handler(
                 self._get_run,
                 request_deserializer=runs_pb2.GetRunRequest.FromString,
-                response_serializer=runs_pb2.Run.SerializeToString,
+                response_serializer=runs_pb2.GetRunResponse.SerializeToString,
             ),
             "StartRun": grpc.unary_unary_rpc_method_handler(
                 self._start_run,
                 request_deserializer=runs_pb2.StartRunRequest.FromString,
-                response_serializer=runs_pb2.Run.SerializeToString,
+                response_serializer=runs_pb2.StartRunResponse.SerializeToString,
             ),
             "WatchRun": grpc.unary_stream_rpc_method_handler(
                 self._watch_run,
                 request_deserializer=runs_pb2.WatchRunRequest.FromString,
-                response_serializer=runs_pb2.Run.SerializeToString,
+                response_serializer=runs_pb2.WatchRunResponse.SerializeToString,
             ),
         }
         self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("smartfleet.v1.Scheduler", handlers),)
+            (grpc.method_handlers_generic_handler("smartfleet.v1.FleetService", handlers),)
         )
         self.address = f"127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
         await self._server.start()
@@ -73,25 +73,25 @@ class SchedulerStandIn:
 
     async def _get_run(
         self, request: runs_pb2.GetRunRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.Run:
+    ) -> runs_pb2.GetRunResponse:
         self.reads += 1
         self.read_arrived.set()
         run = self.runs.get(request.run_id)  # read now, answered after the delay
         await asyncio.sleep(self.delay)
         if run is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"run {request.run_id} not found")
-        return run
+        return runs_pb2.GetRunResponse(run=run)
 
     async def _start_run(
         self, request: runs_pb2.StartRunRequest, context: grpc.aio.ServicerContext
-    ) -> runs_pb2.Run:
+    ) -> runs_pb2.StartRunResponse:
         run = draft(request.run_id, runs_pb2.RUN_STATUS_RUNNING)
         await self.put(run)
-        return run
+        return runs_pb2.StartRunResponse(run=run)
 
     async def _watch_run(
         self, request: runs_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[runs_pb2.Run]:
+    ) -> AsyncIterator[runs_pb2.WatchRunResponse]:
         sent: list[runs_pb2.Run | None] = [None]
 
         def changed() -> bool:
@@ -101,7 +101,7 @@ class SchedulerStandIn:
             async with self._changed:
                 await self._changed.wait_for(changed)
                 sent.append(self.runs[request.run_id])
-            yield sent[-1]
+            yield runs_pb2.WatchRunResponse(run=sent[-1])
 
 
 def draft(
@@ -113,7 +113,7 @@ def draft(
 @contextlib.asynccontextmanager
 async def gateway_api(
     scheduler_addr: str, *, staleness: timedelta = STALENESS, capacity: int = 2048
-) -> AsyncIterator[fleet_pb2_grpc.FleetStub]:
+) -> AsyncIterator[fleet_service_pb2_grpc.FleetServiceStub]:
     """The Fleet API of a gateway in front of `scheduler_addr`."""
     gateway = GatewayService(
         GatewaySettings(
@@ -127,7 +127,7 @@ async def gateway_api(
     address = await gateway.start()
     try:
         async with grpc.aio.insecure_channel(address) as channel:
-            yield fleet_pb2_grpc.FleetStub(channel)
+            yield fleet_service_pb2_grpc.FleetServiceStub(channel)
     finally:
         await gateway.stop(0.5)
 
@@ -143,19 +143,25 @@ async def stand_in() -> AsyncIterator[SchedulerStandIn]:
 
 
 @pytest.fixture
-async def fleet(stand_in: SchedulerStandIn) -> AsyncIterator[fleet_pb2_grpc.FleetStub]:
+async def fleet(
+    stand_in: SchedulerStandIn,
+) -> AsyncIterator[fleet_service_pb2_grpc.FleetServiceStub]:
     async with gateway_api(stand_in.address) as api:
         yield api
 
 
 async def get(
-    fleet: fleet_pb2_grpc.FleetStub, run_id: str, metadata: tuple[tuple[str, str], ...] = AUTH
+    fleet: fleet_service_pb2_grpc.FleetServiceStub,
+    run_id: str,
+    metadata: tuple[tuple[str, str], ...] = AUTH,
 ) -> runs_pb2.Run:
-    return await fleet.GetRun(runs_pb2.GetRunRequest(run_id=run_id), metadata=metadata, timeout=5)
+    return (
+        await fleet.GetRun(runs_pb2.GetRunRequest(run_id=run_id), metadata=metadata, timeout=5)
+    ).run
 
 
 async def test_concurrent_reads_of_a_run_share_one_upstream_call(
-    stand_in: SchedulerStandIn, fleet: fleet_pb2_grpc.FleetStub
+    stand_in: SchedulerStandIn, fleet: fleet_service_pb2_grpc.FleetServiceStub
 ) -> None:
     """Fifty GetRun calls in flight together for one run cost the scheduler a single GetRun."""
     await stand_in.put(draft("r1"))
@@ -166,7 +172,7 @@ async def test_concurrent_reads_of_a_run_share_one_upstream_call(
 
 
 async def test_unknown_run_is_not_found_every_time(
-    stand_in: SchedulerStandIn, fleet: fleet_pb2_grpc.FleetStub
+    stand_in: SchedulerStandIn, fleet: fleet_service_pb2_grpc.FleetServiceStub
 ) -> None:
     """NOT_FOUND is never kept: each call asks again, and a run that appears is found at once."""
     for attempt in range(3):
@@ -179,7 +185,7 @@ async def test_unknown_run_is_not_found_every_time(
 
 
 async def test_bad_token_is_refused_even_when_the_run_is_cached(
-    stand_in: SchedulerStandIn, fleet: fleet_pb2_grpc.FleetStub
+    stand_in: SchedulerStandIn, fleet: fleet_service_pb2_grpc.FleetServiceStub
 ) -> None:
     """A cached run is still only served to a valid bearer token; refused calls read nothing."""
     await stand_in.put(draft("r1"))
@@ -194,7 +200,7 @@ async def test_bad_token_is_refused_even_when_the_run_is_cached(
 
 
 async def test_snapshot_is_reread_once_the_staleness_bound_passes(
-    stand_in: SchedulerStandIn, fleet: fleet_pb2_grpc.FleetStub
+    stand_in: SchedulerStandIn, fleet: fleet_service_pb2_grpc.FleetServiceStub
 ) -> None:
     """A change at the scheduler shows in GetRun no later than the bound; final runs stay put."""
     await stand_in.put(draft("r1"))
@@ -233,9 +239,9 @@ async def test_watched_run_is_answered_from_its_progress_stream(
     # A wide bound, so that a slow machine cannot age the streamed snapshot into a re-read.
     async with gateway_api(stand_in.address, staleness=timedelta(seconds=5)) as fleet:
         watch = fleet.WatchRun(runs_pb2.WatchRunRequest(run_id="r1"), metadata=AUTH, timeout=10)
-        assert (await watch.read()).status == runs_pb2.RUN_STATUS_DRAFT
+        assert (await watch.read()).run.status == runs_pb2.RUN_STATUS_DRAFT
         await stand_in.put(draft("r1", runs_pb2.RUN_STATUS_RUNNING))
-        assert (await watch.read()).status == runs_pb2.RUN_STATUS_RUNNING
+        assert (await watch.read()).run.status == runs_pb2.RUN_STATUS_RUNNING
         assert (await get(fleet, "r1")).status == runs_pb2.RUN_STATUS_RUNNING
         assert stand_in.reads == 0
         watch.cancel()
@@ -260,7 +266,7 @@ async def test_a_read_begun_before_a_write_does_not_answer_reads_after_it(
 
 
 async def test_a_read_cut_short_by_its_deadline_still_answers_the_others(
-    stand_in: SchedulerStandIn, fleet: fleet_pb2_grpc.FleetStub
+    stand_in: SchedulerStandIn, fleet: fleet_service_pb2_grpc.FleetServiceStub
 ) -> None:
     """A caller whose deadline passes gets DEADLINE_EXCEEDED; the shared read goes on for others."""
     await stand_in.put(draft("r1"))
@@ -276,7 +282,9 @@ async def test_a_read_cut_short_by_its_deadline_still_answers_the_others(
 @pytest.fixture
 async def real(
     nats_server: EmbeddedNatsServer, sqlite_url: str
-) -> AsyncIterator[tuple[fleet_pb2_grpc.FleetStub, scheduler_pb2_grpc.SchedulerStub]]:
+) -> AsyncIterator[
+    tuple[fleet_service_pb2_grpc.FleetServiceStub, fleet_service_pb2_grpc.FleetServiceStub]
+]:
     """(the Fleet API through a gateway, the real scheduler's own API behind it)."""
     scheduler = SchedulerService(
         SchedulerSettings(
@@ -292,18 +300,18 @@ async def real(
             gateway_api(scheduler.address) as fleet,
             grpc.aio.insecure_channel(scheduler.address) as inside,
         ):
-            yield fleet, scheduler_pb2_grpc.SchedulerStub(inside)
+            yield fleet, fleet_service_pb2_grpc.FleetServiceStub(inside)
     finally:
         await scheduler.stop(timedelta(seconds=0.5))
 
 
 async def test_change_made_elsewhere_shows_within_the_staleness_bound(
-    real: tuple[fleet_pb2_grpc.FleetStub, scheduler_pb2_grpc.SchedulerStub],
+    real: tuple[fleet_service_pb2_grpc.FleetServiceStub, fleet_service_pb2_grpc.FleetServiceStub],
 ) -> None:
     """A run started behind this gateway's back reads as running once the bound has passed."""
     fleet, scheduler = real
     spec = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=1)
-    run = await scheduler.CreateRun(runs_pb2.CreateRunRequest(spec=spec), timeout=5)
+    run = (await scheduler.CreateRun(runs_pb2.CreateRunRequest(spec=spec), timeout=5)).run
     assert (await get(fleet, run.id)).status == runs_pb2.RUN_STATUS_DRAFT
     await scheduler.StartRun(runs_pb2.StartRunRequest(run_id=run.id), timeout=5)
     await asyncio.sleep(STALENESS.total_seconds())
@@ -311,14 +319,16 @@ async def test_change_made_elsewhere_shows_within_the_staleness_bound(
 
 
 async def test_writes_through_the_gateway_are_read_back_at_once(
-    real: tuple[fleet_pb2_grpc.FleetStub, scheduler_pb2_grpc.SchedulerStub],
+    real: tuple[fleet_service_pb2_grpc.FleetServiceStub, fleet_service_pb2_grpc.FleetServiceStub],
 ) -> None:
     """StartRun, then PauseRun through the gateway: the next GetRun shows each, without waiting."""
     fleet, _ = real
     spec = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=1)
-    run = await fleet.CreateRun(runs_pb2.CreateRunRequest(spec=spec), metadata=AUTH, timeout=5)
+    run = (
+        await fleet.CreateRun(runs_pb2.CreateRunRequest(spec=spec), metadata=AUTH, timeout=5)
+    ).run
     assert (await get(fleet, run.id)).status == runs_pb2.RUN_STATUS_DRAFT
     await fleet.StartRun(runs_pb2.StartRunRequest(run_id=run.id), metadata=AUTH, timeout=5)
     assert (await get(fleet, run.id)).status == runs_pb2.RUN_STATUS_RUNNING
-    await fleet.PauseRun(runs_pb2.RunRef(run_id=run.id), metadata=AUTH, timeout=5)
+    await fleet.PauseRun(runs_pb2.PauseRunRequest(run_id=run.id), metadata=AUTH, timeout=5)
     assert (await get(fleet, run.id)).status == runs_pb2.RUN_STATUS_PAUSED

@@ -19,10 +19,18 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.client import JetStreamContext
 
 from services.common import bus
-from services.common.contracts import envelope_from_bytes, result_to_pb
+from services.common.contracts import envelope_from_bytes, result_to_pb, spec_message
 from services.common.types import ErrorClass, JobEnvelope, Outcome, SessionResult, WebVitals
 from services.scheduler import SchedulerService
-from smartfleet.v1 import node_pb2, node_pb2_grpc, results_pb2, runs_pb2, scheduler_pb2_grpc
+from smartfleet.v1 import (
+    common_pb2,
+    fleet_service_pb2_grpc,
+    node_link_pb2,
+    node_link_pb2_grpc,
+    nodes_pb2,
+    results_pb2,
+    runs_pb2,
+)
 from tests.integration.test_scheduler import (
     channel,
     database_url,
@@ -38,7 +46,7 @@ pytestmark = pytest.mark.timeout(60)
 class Peer:
     """Pulls envelopes of the chromium pool and reports results as a node would."""
 
-    def __init__(self, js: JetStreamContext, link: node_pb2_grpc.NodeLinkStub) -> None:
+    def __init__(self, js: JetStreamContext, link: node_link_pb2_grpc.NodeLinkServiceStub) -> None:
         self._js = js
         self._link = link
         self._sub: object | None = None
@@ -79,7 +87,7 @@ class Peer:
         error_class: ErrorClass = ErrorClass.NONE,
         status: int = 200,
         measured: Callable[[JobEnvelope], dict[str, Any]] | None = None,
-    ) -> node_pb2.ReportResultsResponse:
+    ) -> node_link_pb2.ReportResultsResponse:
         now = datetime.now(UTC)
         results = [
             result_to_pb(
@@ -104,13 +112,13 @@ class Peer:
             for e in envelopes
         ]
         return await self._link.ReportResults(
-            node_pb2.ReportResultsRequest(node_id="peer", results=results), timeout=5
+            node_link_pb2.ReportResultsRequest(node_id="peer", results=results), timeout=5
         )
 
 
 @pytest.fixture
 async def peer(channel: grpc.aio.Channel, scheduler: SchedulerService) -> AsyncIterator[Peer]:
-    link = node_pb2_grpc.NodeLinkStub(channel)
+    link = node_link_pb2_grpc.NodeLinkServiceStub(channel)
 
     async def heartbeat() -> None:
         # Keeps the peer's registration alive (the fixture's scheduler loses nodes after 1 s).
@@ -118,8 +126,8 @@ async def peer(channel: grpc.aio.Channel, scheduler: SchedulerService) -> AsyncI
             await asyncio.sleep(0.2)
             slots = max((n.slots for n in scheduler.registry.nodes()), default=0)
             await link.Heartbeat(
-                node_pb2.HeartbeatRequest(
-                    node_id="peer", state=node_pb2.NODE_STATE_READY, slots=slots
+                node_link_pb2.HeartbeatRequest(
+                    node_id="peer", state=nodes_pb2.NODE_STATE_READY, slots=slots
                 ),
                 timeout=5,
             )
@@ -133,29 +141,27 @@ async def peer(channel: grpc.aio.Channel, scheduler: SchedulerService) -> AsyncI
         await nc.close()
 
 
-def api_of(channel: grpc.aio.Channel) -> scheduler_pb2_grpc.SchedulerStub:
-    return scheduler_pb2_grpc.SchedulerStub(channel)
+def api_of(channel: grpc.aio.Channel) -> fleet_service_pb2_grpc.FleetServiceStub:
+    return fleet_service_pb2_grpc.FleetServiceStub(channel)
 
 
 async def create(
-    api: scheduler_pb2_grpc.SchedulerStub, spec: dict[str, object], *, start: bool = True
+    api: fleet_service_pb2_grpc.FleetServiceStub, spec: dict[str, object], *, start: bool = True
 ) -> runs_pb2.Run:
-    from google.protobuf import json_format
-
-    message = json_format.ParseDict(
-        {"targets": ["http://127.0.0.1:9/"], **spec}, runs_pb2.RunSpec()
-    )
-    return await api.CreateRun(runs_pb2.CreateRunRequest(spec=message, start=start), timeout=5)
+    message = spec_message({"targets": ["http://127.0.0.1:9/"], **spec})
+    return (
+        await api.CreateRun(runs_pb2.CreateRunRequest(spec=message, start=start), timeout=5)
+    ).run
 
 
-async def get(api: scheduler_pb2_grpc.SchedulerStub, run_id: str) -> runs_pb2.Run:
-    return await api.GetRun(runs_pb2.GetRunRequest(run_id=run_id), timeout=5)
+async def get(api: fleet_service_pb2_grpc.FleetServiceStub, run_id: str) -> runs_pb2.Run:
+    return (await api.GetRun(runs_pb2.GetRunRequest(run_id=run_id), timeout=5)).run
 
 
 async def test_transient_failures_back_off_then_die(channel: grpc.aio.Channel, peer: Peer) -> None:
     """A job failing transiently is retried after each backoff, then ends dead and listed as such."""
     api = api_of(channel)
-    await register(node_pb2_grpc.NodeLinkStub(channel), slots=2)
+    await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=2)
     run = await create(
         api, {"sessions": 1, "retry": {"max_attempts": 3, "backoff": ["0.3s", "0.6s"]}}
     )
@@ -176,14 +182,18 @@ async def test_transient_failures_back_off_then_die(channel: grpc.aio.Channel, p
             assert (waiting.counters.retrying, waiting.counters.in_flight) == (1, 0)
     final = await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
     assert (final.counters.failed, final.counters.dead, final.counters.succeeded) == (1, 1, 0)
-    dead = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run.id, status="dead"), timeout=5)
-    assert [(job.index, job.attempt, job.outcome) for job in dead.jobs] == [(0, 3, "browser_crash")]
+    dead = await api.ListJobs(
+        runs_pb2.ListJobsRequest(run_id=run.id, statuses=[runs_pb2.JOB_STATUS_DEAD]), timeout=5
+    )
+    assert [(job.index, job.attempt, job.outcome) for job in dead.jobs] == [
+        (0, 3, common_pb2.OUTCOME_BROWSER_CRASH)
+    ]
 
 
 async def test_permanent_failure_is_not_retried(channel: grpc.aio.Channel, peer: Peer) -> None:
     """A 404 (permanent) fails the job at once, with no second attempt."""
     api = api_of(channel)
-    await register(node_pb2_grpc.NodeLinkStub(channel), slots=2)
+    await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=2)
     run = await create(api, {"sessions": 1, "retry": {"backoff": ["0s"]}})
     await peer.report(
         await peer.fetch(timeout=5), Outcome.HTTP_ERROR, ErrorClass.PERMANENT, status=404
@@ -198,16 +208,16 @@ async def test_pause_stops_dispatch_and_resume_continues(
 ) -> None:
     """Paused: in-flight sessions finish and count, nothing new is sent; resumed: the rest runs."""
     api = api_of(channel)
-    await register(node_pb2_grpc.NodeLinkStub(channel), slots=2)
+    await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=2)
     run = await create(api, {"sessions": 5})
     first = await peer.collect(2)
     assert len(first) == 2
-    paused = await api.PauseRun(runs_pb2.RunRef(run_id=run.id), timeout=5)
+    paused = (await api.PauseRun(runs_pb2.PauseRunRequest(run_id=run.id), timeout=5)).run
     assert paused.status == runs_pb2.RUN_STATUS_PAUSED
     await peer.report(first)
     assert await peer.fetch(timeout=1.0) == []
     assert (await get(api, run.id)).counters.succeeded == 2
-    await api.ResumeRun(runs_pb2.RunRef(run_id=run.id), timeout=5)
+    await api.ResumeRun(runs_pb2.ResumeRunRequest(run_id=run.id), timeout=5)
     done = 2
     while done < 5:
         envelopes = await peer.fetch(timeout=5)
@@ -222,13 +232,13 @@ async def test_cancel_withdraws_work_and_keeps_results(
 ) -> None:
     """Cancel ends the run at once with its results kept; nodes are told; late results change nothing."""
     api = api_of(channel)
-    link = node_pb2_grpc.NodeLinkStub(channel)
+    link = node_link_pb2_grpc.NodeLinkServiceStub(channel)
     await register(link, slots=3)
     run = await create(api, {"sessions": 10})
     envelopes = await peer.collect(3)
     assert len(envelopes) == 3
     await peer.report(envelopes[:2])
-    cancelled = await api.CancelRun(runs_pb2.RunRef(run_id=run.id), timeout=5)
+    cancelled = (await api.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id), timeout=5)).run
     assert cancelled.status == runs_pb2.RUN_STATUS_CANCELLED
     assert (
         cancelled.counters.succeeded,
@@ -236,7 +246,7 @@ async def test_cancel_withdraws_work_and_keeps_results(
         cancelled.counters.in_flight,
     ) == (2, 8, 0)
     beat = await link.Heartbeat(
-        node_pb2.HeartbeatRequest(node_id="peer", state=node_pb2.NODE_STATE_READY, slots=3),
+        node_link_pb2.HeartbeatRequest(node_id="peer", state=nodes_pb2.NODE_STATE_READY, slots=3),
         timeout=5,
     )
     assert run.id in [command.cancel_run for command in beat.commands]
@@ -253,7 +263,7 @@ async def test_cancel_withdraws_work_and_keeps_results(
     )
     assert await peer.fetch(timeout=0.5) == []
     with pytest.raises(grpc.aio.AioRpcError) as again:
-        await api.CancelRun(runs_pb2.RunRef(run_id=run.id), timeout=5)
+        await api.CancelRun(runs_pb2.CancelRunRequest(run_id=run.id), timeout=5)
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -268,7 +278,7 @@ async def test_per_host_rate_limit_holds_under_a_fast_run(
     from services.scheduler._models import JobRow
 
     api = api_of(channel)
-    await register(node_pb2_grpc.NodeLinkStub(channel), slots=20)
+    await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=20)
     run = await create(api, {"sessions": 12, "limits": {"per_host_rate": 10, "per_host_burst": 2}})
     done = 0
     while done < 12:
@@ -292,18 +302,21 @@ async def test_host_backoff_after_errors_and_operator_reset(
 ) -> None:
     """A navigation error backs the host off; ListHosts shows it; ResetHostBackoff ends it."""
     api = api_of(channel)
-    await register(node_pb2_grpc.NodeLinkStub(channel), slots=1)
+    await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=1)
     run = await create(api, {"sessions": 2, "retry": {"max_attempts": 1}})
     await peer.report(
         await peer.fetch(timeout=5), Outcome.NAVIGATION_ERROR, ErrorClass.TRANSIENT, status=0
     )
-    hosts = await api.ListHosts(runs_pb2.ListHostsRequest(), timeout=5)
-    assert [(h.host, h.consecutive_errors) for h in hosts.hosts] == [("127.0.0.1", 1)]
+    hosts = await api.ListHosts(nodes_pb2.ListHostsRequest(), timeout=5)
+    assert [(h.host, h.consecutive_errors) for h in hosts.hosts] == [("http://127.0.0.1:9", 1)]
     assert await peer.fetch(timeout=1.0) == []  # the host rests 5 s before the second session
     reset = await api.ResetHostBackoff(
-        runs_pb2.ResetHostBackoffRequest(host="127.0.0.1"), timeout=5
+        nodes_pb2.ResetHostBackoffRequest(host="127.0.0.1"), timeout=5
     )
-    assert reset.consecutive_errors == 0
+    assert [(h.host, h.consecutive_errors) for h in reset.reset] == [("http://127.0.0.1:9", 0)]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await api.ResetHostBackoff(nodes_pb2.ResetHostBackoffRequest(host="nosuch.example"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     second = await peer.fetch(timeout=3)
     assert [e.index for e in second] == [1]
     await peer.report(second)
@@ -315,7 +328,7 @@ async def test_priority_splits_capacity(channel: grpc.aio.Channel, peer: Peer) -
     api = api_of(channel)
     low = await create(api, {"sessions": 50, "priority": 0})
     high = await create(api, {"sessions": 50, "priority": 2})
-    await register(node_pb2_grpc.NodeLinkStub(channel), slots=8)
+    await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=8)
     envelopes = await peer.fetch(batch=20, timeout=5)
     await asyncio.sleep(0.3)
     envelopes += await peer.fetch(batch=20, timeout=0.5)
@@ -328,7 +341,7 @@ async def test_priority_splits_capacity(channel: grpc.aio.Channel, peer: Peer) -
 async def test_expedite_starts_a_paced_run_now(channel: grpc.aio.Channel, peer: Peer) -> None:
     """A run paced over an hour sends its first session only; expedite sends the rest at once."""
     api = api_of(channel)
-    await register(node_pb2_grpc.NodeLinkStub(channel), slots=10)
+    await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=10)
     run = await create(
         api,
         {"sessions": 4, "seed": 1, "pacing": {"mode": "window", "window": "3600s", "jitter": 0}},
@@ -336,7 +349,7 @@ async def test_expedite_starts_a_paced_run_now(channel: grpc.aio.Channel, peer: 
     first = await peer.fetch(timeout=5)
     assert [e.index for e in first] == [0]
     assert await peer.fetch(timeout=0.5) == []
-    await api.ExpediteRun(runs_pb2.RunRef(run_id=run.id), timeout=5)
+    await api.ExpediteRun(runs_pb2.ExpediteRunRequest(run_id=run.id), timeout=5)
     rest: list[JobEnvelope] = []
     for _ in range(5):
         rest += await peer.fetch(timeout=3)
@@ -352,7 +365,7 @@ async def test_matrix_cells_reach_envelopes_and_stats(
 ) -> None:
     """10 sessions at 70/30 over two devices: 7 and 3 envelopes carry their cell; stats split by cell."""
     api = api_of(channel)
-    await register(node_pb2_grpc.NodeLinkStub(channel), slots=10)
+    await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=10)
     matrix = {
         "devices": [{"name": "Desktop Chrome", "weight": 7}, {"name": "Pixel 7", "weight": 3}]
     }
@@ -364,7 +377,7 @@ async def test_matrix_cells_reach_envelopes_and_stats(
     # Interleaved: the first half of the run already holds both devices.
     assert {e.cell.device for e in envelopes if e.index < 5} == {"Desktop Chrome", "Pixel 7"}
     await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
-    stats = await api.GetRunStats(runs_pb2.GetRunStatsRequest(run_id=run.id), timeout=5)
+    stats = (await api.GetRunStats(runs_pb2.GetRunStatsRequest(run_id=run.id), timeout=5)).stats
     assert sorted((c.results, c.cell.split(" / ")[0]) for c in stats.cells) == [
         (3, "Pixel 7"),
         (7, "Desktop Chrome"),
@@ -397,7 +410,7 @@ async def test_million_session_run_is_created_without_jobs(
 async def test_stats_report_measurement_percentiles(channel: grpc.aio.Channel, peer: Peer) -> None:
     """Vitals, bytes and requests reported by nodes are stored, read back and summed up as p50/p95/p99."""
     api = api_of(channel)
-    await register(node_pb2_grpc.NodeLinkStub(channel), slots=20)
+    await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=20)
     run = await create(api, {"sessions": 20})
     envelopes = await peer.collect(20)
 
@@ -414,7 +427,7 @@ async def test_stats_report_measurement_percentiles(channel: grpc.aio.Channel, p
 
     await peer.report(envelopes, measured=measured)
     await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
-    stats = await api.GetRunStats(runs_pb2.GetRunStatsRequest(run_id=run.id), timeout=5)
+    stats = (await api.GetRunStats(runs_pb2.GetRunStatsRequest(run_id=run.id), timeout=5)).stats
     metrics = {m.name: (m.p50, m.p95, m.p99, m.count) for m in stats.metrics}
     # Nearest rank over the 19 measured values 1..19 (scaled): p50 is the 10th, p95/p99 the 19th.
     assert metrics["lcp_ms"] == (200, 380, 380, 19)

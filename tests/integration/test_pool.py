@@ -47,10 +47,10 @@ def ok(result: SessionResult) -> SessionResult:
 class LocalAccounts:
     """Account state without a scheduler: every account exists, empty, without a proxy."""
 
-    async def get_account_state(self, account: str) -> AccountState:
+    async def get_account_state(self, account: str, *, job_id: str) -> AccountState:
         return AccountState(account=account)
 
-    async def put_account_state(self, state: AccountState) -> None:
+    async def put_account_state(self, state: AccountState, *, job_id: str) -> None:
         return None
 
 

@@ -12,7 +12,7 @@ from services.common.spec import RunSpec
 from services.scheduler import SchedulerService
 from services.scheduler._cron import CronSchedule
 from services.scheduler._schedules import ScheduleRunner, run_name
-from smartfleet.v1 import accounts_pb2, runs_pb2, scheduler_pb2_grpc
+from smartfleet.v1 import fleet_service_pb2_grpc, runs_pb2, schedules_pb2
 from tests.integration.test_scheduler import channel, database_url, scheduler
 
 __all__ = ["channel", "database_url", "scheduler"]  # fixtures used here
@@ -22,26 +22,26 @@ TEMPLATE = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=1)
 
 
 async def create(
-    api: scheduler_pb2_grpc.SchedulerStub,
+    api: fleet_service_pb2_grpc.FleetServiceStub,
     name: str,
     cron: str,
     *,
     timezone: str = "",
     template: runs_pb2.RunSpec = TEMPLATE,
-) -> accounts_pb2.Schedule:
-    schedule = accounts_pb2.Schedule(name=name, cron=cron, timezone=timezone, template=template)
-    return await api.CreateSchedule(
-        accounts_pb2.CreateScheduleRequest(schedule=schedule), timeout=5
-    )
+) -> schedules_pb2.Schedule:
+    schedule = schedules_pb2.Schedule(name=name, cron=cron, timezone=timezone, template=template)
+    return (
+        await api.CreateSchedule(schedules_pb2.CreateScheduleRequest(schedule=schedule), timeout=5)
+    ).schedule
 
 
-async def get(api: scheduler_pb2_grpc.SchedulerStub, name: str) -> accounts_pb2.Schedule:
-    return await api.GetSchedule(accounts_pb2.ScheduleRef(name=name), timeout=5)
+async def get(api: fleet_service_pb2_grpc.FleetServiceStub, name: str) -> schedules_pb2.Schedule:
+    return (await api.GetSchedule(schedules_pb2.GetScheduleRequest(name=name), timeout=5)).schedule
 
 
 async def wait_for_runs(
-    api: scheduler_pb2_grpc.SchedulerStub, name: str, count: int
-) -> accounts_pb2.Schedule:
+    api: fleet_service_pb2_grpc.FleetServiceStub, name: str, count: int
+) -> schedules_pb2.Schedule:
     for _ in range(100):
         schedule = await get(api, name)
         if schedule.runs_created >= count:
@@ -54,7 +54,7 @@ async def test_every_second_schedule_fires_twice_with_started_runs(
     channel: grpc.aio.Channel,
 ) -> None:
     """A six-field cron firing every second creates two started runs named after their tick."""
-    api = scheduler_pb2_grpc.SchedulerStub(channel)
+    api = fleet_service_pb2_grpc.FleetServiceStub(channel)
     created = await create(api, "tick", "* * * * * *", timezone="Europe/Berlin")
     assert created.next_fire_at.seconds > 0 and created.runs_created == 0
     schedule = await wait_for_runs(api, "tick", 2)
@@ -77,20 +77,24 @@ async def test_every_second_schedule_fires_twice_with_started_runs(
 
 async def test_pause_stops_firing_and_resume_fires_again(channel: grpc.aio.Channel) -> None:
     """A paused schedule creates no runs and has no next tick; resumed, it fires again."""
-    api = scheduler_pb2_grpc.SchedulerStub(channel)
+    api = fleet_service_pb2_grpc.FleetServiceStub(channel)
     await create(api, "pausable", "* * * * * *")
     await wait_for_runs(api, "pausable", 1)
-    paused = await api.SetSchedulePaused(
-        accounts_pb2.SetSchedulePausedRequest(name="pausable", paused=True), timeout=5
-    )
+    paused = (
+        await api.SetSchedulePaused(
+            schedules_pb2.SetSchedulePausedRequest(name="pausable", paused=True), timeout=5
+        )
+    ).schedule
     assert paused.paused and not paused.HasField("next_fire_at")
     await asyncio.sleep(0.2)  # a tick claimed just before the pause still completes
     settled = (await get(api, "pausable")).runs_created
     await asyncio.sleep(1.3)
     assert (await get(api, "pausable")).runs_created == settled
-    resumed = await api.SetSchedulePaused(
-        accounts_pb2.SetSchedulePausedRequest(name="pausable", paused=False), timeout=5
-    )
+    resumed = (
+        await api.SetSchedulePaused(
+            schedules_pb2.SetSchedulePausedRequest(name="pausable", paused=False), timeout=5
+        )
+    ).schedule
     assert not resumed.paused and resumed.HasField("next_fire_at")
     await wait_for_runs(api, "pausable", settled + 1)
 
@@ -100,7 +104,7 @@ async def test_ticks_fire_once_across_restarts_and_crashes(
 ) -> None:
     """A fired tick is not fired again by a restarted runner; a long outage fires one tick;
     a crash after the claim (before or after creating the run) ends with exactly one run."""
-    api = scheduler_pb2_grpc.SchedulerStub(channel)
+    api = fleet_service_pb2_grpc.FleetServiceStub(channel)
     await scheduler.schedule_runner.stop()  # runners below play the scheduler, on a set clock
     created = await create(api, "hourly", "0 * * * *")
     tick = created.next_fire_at.ToDatetime(tzinfo=UTC)
@@ -155,7 +159,7 @@ async def test_ticks_fire_once_across_restarts_and_crashes(
 
 async def test_invalid_schedules_are_refused_naming_the_field(channel: grpc.aio.Channel) -> None:
     """Bad cron, time zone, template or name is INVALID_ARGUMENT; a second one of a name exists."""
-    api = scheduler_pb2_grpc.SchedulerStub(channel)
+    api = fleet_service_pb2_grpc.FleetServiceStub(channel)
     cases = [
         ("schedule.cron", {"cron": "61 * * * *"}),
         ("schedule.cron", {"cron": "* * *"}),
@@ -179,8 +183,8 @@ async def test_invalid_schedules_are_refused_naming_the_field(channel: grpc.aio.
     for field, fields in cases:
         given: dict[str, object] = {"name": "s", "cron": "*/5 * * * *", "template": TEMPLATE}
         given.update(fields)
-        request = accounts_pb2.CreateScheduleRequest(
-            schedule=accounts_pb2.Schedule(**given)  # type: ignore[arg-type]
+        request = schedules_pb2.CreateScheduleRequest(
+            schedule=schedules_pb2.Schedule(**given)  # type: ignore[arg-type]
         )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await api.CreateSchedule(request, timeout=5)
@@ -190,14 +194,18 @@ async def test_invalid_schedules_are_refused_naming_the_field(channel: grpc.aio.
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await create(api, "s", "@daily")
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    listed = await api.ListSchedules(accounts_pb2.ListSchedulesRequest(), timeout=5)
+    listed = await api.ListSchedules(schedules_pb2.ListSchedulesRequest(), timeout=5)
     assert [(s.name, s.cron, s.timezone) for s in listed.schedules] == [
         ("s", "@daily", "Europe/Berlin")
     ]
-    await api.DeleteSchedule(accounts_pb2.ScheduleRef(name="s"), timeout=5)
-    for call in (api.GetSchedule, api.DeleteSchedule):
+    await api.DeleteSchedule(schedules_pb2.DeleteScheduleRequest(name="s"), timeout=5)
+    calls = (
+        (api.GetSchedule, schedules_pb2.GetScheduleRequest),
+        (api.DeleteSchedule, schedules_pb2.DeleteScheduleRequest),
+    )
+    for call, request in calls:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call(accounts_pb2.ScheduleRef(name="s"), timeout=5)
+            await call(request(name="s"), timeout=5)  # type: ignore[operator]
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 

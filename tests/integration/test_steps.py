@@ -31,7 +31,7 @@ from services.common.types import (
     Outcome,
     SessionResult,
 )
-from smartfleet.v1 import node_pb2, node_pb2_grpc
+from smartfleet.v1 import node_link_pb2, node_link_pb2_grpc
 
 # One browser pool for the module: the tests share its event loop.
 pytestmark = [
@@ -45,7 +45,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _jobs = itertools.count(1)
 
 
-class FakeAccountLink(node_pb2_grpc.NodeLinkServicer):
+class FakeAccountLink(node_link_pb2_grpc.NodeLinkServiceServicer):
     """The scheduler's account side of NodeLink: storage state and proxy per account."""
 
     def __init__(self) -> None:
@@ -53,27 +53,31 @@ class FakeAccountLink(node_pb2_grpc.NodeLinkServicer):
         self.gets: list[str] = []
         self.puts: list[tuple[str, dict[str, Any]]] = []
 
-    async def GetAccountState(self, request: Any, context: Any) -> node_pb2.AccountState:
+    async def GetAccountState(
+        self, request: Any, context: Any
+    ) -> node_link_pb2.GetAccountStateResponse:
         self.gets.append(request.account)
         if request.account == "undecryptable":  # as when the scheduler's secret key changed
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "cannot be decrypted")
         if request.account not in self.states:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no account {request.account!r}")
-        return node_pb2.AccountState(
+        return node_link_pb2.GetAccountStateResponse(
             account=request.account, storage_state=self.states[request.account]
         )
 
-    async def PutAccountState(self, request: Any, context: Any) -> node_pb2.PutAccountStateResponse:
+    async def PutAccountState(
+        self, request: Any, context: Any
+    ) -> node_link_pb2.PutAccountStateResponse:
         self.puts.append((request.account, json.loads(request.storage_state)))
         self.states[request.account] = request.storage_state
-        return node_pb2.PutAccountStateResponse()
+        return node_link_pb2.PutAccountStateResponse()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def link() -> AsyncIterator[tuple[FakeAccountLink, SchedulerLink]]:
     fake = FakeAccountLink()
     server = grpc.aio.server()
-    node_pb2_grpc.add_NodeLinkServicer_to_server(fake, server)
+    node_link_pb2_grpc.add_NodeLinkServiceServicer_to_server(fake, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     client = SchedulerLink(

@@ -150,11 +150,11 @@ class _Source:
         self.gets = 0
         self.puts: list[AccountState] = []
 
-    async def get_account_state(self, account: str) -> AccountState:
+    async def get_account_state(self, account: str, *, job_id: str) -> AccountState:
         self.gets += 1
         return AccountState(account=account, storage_state={"cookies": []}, proxy="p:1")
 
-    async def put_account_state(self, state: AccountState) -> None:
+    async def put_account_state(self, state: AccountState, *, job_id: str) -> None:
         self.puts.append(state)
 
 
@@ -162,16 +162,16 @@ async def test_account_states_cache_and_write_back() -> None:
     """State is cached until fresh=True; a write-back sends only storage state and updates the cache."""
     source = _Source()
     states = AccountStates(source=source, ttl=timedelta(minutes=1))
-    await states.get("a")
-    await states.get("a")
+    await states.get("a", job_id="r-0")
+    await states.get("a", job_id="r-1")
     assert source.gets == 1
-    await states.get("a", fresh=True)
+    await states.get("a", job_id="r-2", fresh=True)
     assert source.gets == 2
-    await states.write_back("a", {"cookies": [{"name": "n"}]})
+    await states.write_back("a", {"cookies": [{"name": "n"}]}, job_id="r-2")
     assert source.puts[0].proxy == "" and source.puts[0].storage_state == {
         "cookies": [{"name": "n"}]
     }
-    cached = await states.get("a")
+    cached = await states.get("a", job_id="r-3")
     assert (cached.storage_state, cached.proxy, source.gets) == (
         {"cookies": [{"name": "n"}]},
         "p:1",

@@ -32,7 +32,7 @@ from cli._views import (
 from cli._watch import exit_code_for
 from cli.main import app
 from services.common.config import NodeSettings
-from smartfleet.v1 import node_pb2, runs_pb2
+from smartfleet.v1 import common_pb2, nodes_pb2, results_pb2, runs_pb2
 
 runner = CliRunner()
 
@@ -60,7 +60,7 @@ def test_yaml_spec_with_human_durations(tmp_path: Path) -> None:
     assert spec.name == "smoke"
     assert list(spec.targets) == ["http://127.0.0.1:8080/", "http://127.0.0.1:8080/about"]
     assert spec.sessions == 50
-    assert spec.pacing.mode == "fast"
+    assert spec.pacing.mode == runs_pb2.PACING_MODE_FAST
     assert spec.limits.max_concurrency == 4
     assert spec.limits.session_timeout.ToTimedelta() == timedelta(milliseconds=1500)
 
@@ -258,20 +258,24 @@ def test_tables_render_runs_stats_and_nodes() -> None:
         run_id="run-1",
         results=4,
         outcomes=[
-            runs_pb2.OutcomeCount(outcome="ok", count=3),
-            runs_pb2.OutcomeCount(outcome="timeout", count=1),
+            runs_pb2.OutcomeCount(outcome=common_pb2.OUTCOME_OK, count=3),
+            runs_pb2.OutcomeCount(outcome=common_pb2.OUTCOME_TIMEOUT, count=1),
         ],
         success_rate=0.75,
         duration_p50_ms=120,
         duration_p95_ms=480,
         duration_max_ms=15_000,
     )
-    node = node_pb2.Node(
-        info=node_pb2.NodeInfo(
-            node_id="n1", host="h", engines=["chromium"], slots=4, labels={"r": "eu"}
+    node = nodes_pb2.Node(
+        info=nodes_pb2.NodeInfo(
+            node_id="n1",
+            host="h",
+            engines=[common_pb2.ENGINE_CHROMIUM],
+            slots=4,
+            labels={"r": "eu"},
         ),
-        state=node_pb2.NODE_STATE_READY,
-        load=node_pb2.NodeLoad(busy_slots=1, free_slots=3),
+        state=nodes_pb2.NODE_STATE_READY,
+        load=nodes_pb2.NodeLoad(busy_slots=1, free_slots=3),
     )
     node.last_heartbeat.FromDatetime(datetime(2025, 1, 1, tzinfo=UTC))
     now = datetime(2025, 1, 1, 0, 0, 5, tzinfo=UTC)
@@ -301,18 +305,18 @@ class _NodeClient:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def _node(self, verb: str, node_id: str, state: int) -> node_pb2.Node:
+    def _node(self, verb: str, node_id: str, state: int) -> nodes_pb2.Node:
         self.calls.append((verb, node_id))
-        return node_pb2.Node(info=node_pb2.NodeInfo(node_id=node_id), state=state)
+        return nodes_pb2.Node(info=nodes_pb2.NodeInfo(node_id=node_id), state=state)
 
-    def cordon_node(self, node_id: str) -> node_pb2.Node:
-        return self._node("cordon", node_id, node_pb2.NODE_STATE_CORDONED)
+    def cordon_node(self, node_id: str) -> nodes_pb2.Node:
+        return self._node("cordon", node_id, nodes_pb2.NODE_STATE_CORDONED)
 
-    def drain_node(self, node_id: str) -> node_pb2.Node:
-        return self._node("drain", node_id, node_pb2.NODE_STATE_DRAINING)
+    def drain_node(self, node_id: str) -> nodes_pb2.Node:
+        return self._node("drain", node_id, nodes_pb2.NODE_STATE_DRAINING)
 
-    def uncordon_node(self, node_id: str) -> node_pb2.Node:
-        return self._node("uncordon", node_id, node_pb2.NODE_STATE_READY)
+    def uncordon_node(self, node_id: str) -> nodes_pb2.Node:
+        return self._node("uncordon", node_id, nodes_pb2.NODE_STATE_READY)
 
 
 def test_nodes_cordon_drain_uncordon(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,14 +335,14 @@ def test_nodes_cordon_drain_uncordon(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_nodes_show_playwright_and_browser_versions() -> None:
     """`nodes ls` shows the Playwright and browser versions; -o json carries them too."""
-    node = node_pb2.Node(
-        info=node_pb2.NodeInfo(
+    node = nodes_pb2.Node(
+        info=nodes_pb2.NodeInfo(
             node_id="n1",
-            engines=["chromium"],
+            engines=[common_pb2.ENGINE_CHROMIUM],
             playwright_version="1.65.0",
             browser_versions={"chromium": "156.0.7000.1"},
         ),
-        state=node_pb2.NODE_STATE_READY,
+        state=nodes_pb2.NODE_STATE_READY,
     )
     text = _rendered(200, lambda: print_table(node_columns(), [node]))
     assert "PLAYWRIGHT" in text and "BROWSER" in text
@@ -418,7 +422,6 @@ def test_metrics_table_and_result_columns() -> None:
     """The watch summary's metrics table formats each measurement; CSV rows carry the vitals."""
     from cli._results import RESULT_COLUMNS, result_row
     from cli._views import METRIC_COLUMNS
-    from smartfleet.v1 import results_pb2
 
     stats = runs_pb2.RunStats(
         metrics=[

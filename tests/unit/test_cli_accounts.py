@@ -13,6 +13,7 @@ from cli._errors import CliError
 from cli._schedules import schedule_message
 from cli._spec import build_spec
 from cli.main import app
+from smartfleet.v1 import accounts_pb2
 
 runner = CliRunner()
 # Nothing listens here: a command that got as far as calling would fail with "cannot reach".
@@ -34,7 +35,8 @@ def test_update_mask_names_exactly_the_flags_given() -> None:
     """Only the flags given are in the mask; --proxy "" clears; --enable sets active."""
     account, paths = update_request("a", per_hour=5, proxy="", enable=True, cooldown="2m")
     assert paths == ["proxy", "sessions_per_hour", "cooldown", "status"]
-    assert account.sessions_per_hour == 5 and account.status == "active"
+    assert account.sessions_per_hour == 5
+    assert account.status == accounts_pb2.ACCOUNT_STATUS_ACTIVE
     assert account.cooldown.ToTimedelta() == timedelta(minutes=2)
     account, paths = update_request("a", clear_labels=True)
     assert paths == ["labels"] and dict(account.labels) == {}

@@ -17,7 +17,7 @@ from cli._output import Column, OutputFormat, emit_list, layout_table, print_tab
 from cli._results import RESULT_TABLE_COLUMNS, failure_reasons, result_row
 from cli._text import human_duration, plural
 from cli._views import JOB_COLUMNS, RUN_COLUMNS, node_columns
-from smartfleet.v1 import accounts_pb2, node_pb2, results_pb2, runs_pb2
+from smartfleet.v1 import accounts_pb2, common_pb2, nodes_pb2, results_pb2, runs_pb2
 
 LONG_ID = "0123456789abcdef-1234567"
 
@@ -52,9 +52,9 @@ def many_runs() -> list[runs_pb2.Run]:
 def a_job(index: int) -> runs_pb2.Job:
     return runs_pb2.Job(
         id=f"{LONG_ID}{index}",
-        status="dead",
+        status=runs_pb2.JOB_STATUS_DEAD,
         attempt=4,
-        outcome="navigation_error",
+        outcome=common_pb2.OUTCOME_NAVIGATION_ERROR,
         error="step 4 (assert): expected text 'Order placed' on the page, found no such text",
         cell=runs_pb2.Cell(key="Pixel 7 / de-DE / Europe/Berlin / chromium"),
         target_url="http://127.0.0.1:8080/checkout",
@@ -65,18 +65,18 @@ def a_job(index: int) -> runs_pb2.Job:
 def test_tables_fit_the_width_and_never_cut_an_id(width: int) -> None:
     """At 80 and 200 columns every line fits, ids are whole and headers are one line each."""
     nodes = [
-        node_pb2.Node(
-            info=node_pb2.NodeInfo(
+        nodes_pb2.Node(
+            info=nodes_pb2.NodeInfo(
                 node_id=f"browser-host-{n}.eu-west.internal",
                 host="browser-host.eu-west.internal",
-                engines=["chromium"],
+                engines=[common_pb2.ENGINE_CHROMIUM],
                 slots=16,
                 labels={"region": "eu", "browser": "156"},
                 version="0.1.0",
                 playwright_version="1.65.2",
                 browser_versions={"chromium": "156.0.7444.59"},
             ),
-            state=node_pb2.NODE_STATE_READY,
+            state=nodes_pb2.NODE_STATE_READY,
         )
         for n in range(2)
     ]
@@ -136,8 +136,8 @@ def test_one_spelling_in_json_csv_jsonl_yaml_and_table() -> None:
         job_id=LONG_ID,
         attempt=2,
         index=7,
-        outcome=results_pb2.OUTCOME_ASSERTION_FAILED,
-        error_class=results_pb2.ERROR_CLASS_PERMANENT,
+        outcome=common_pb2.OUTCOME_ASSERTION_FAILED,
+        error_class=common_pb2.ERROR_CLASS_PERMANENT,
         error="step 4 (assert): expected text",
         bytes_transferred=123_456_789_012,
     )
@@ -195,9 +195,9 @@ def test_enum_spelling_is_derived_from_any_enum_descriptor() -> None:
     """Every enum loses its own type prefix, lowercase: run status, node state, outcome, error class."""
     assert enum_prefix(runs_pb2.RunStatus.DESCRIPTOR) == "RUN_STATUS_"
     assert enum_text(runs_pb2.RunStatus.DESCRIPTOR, runs_pb2.RUN_STATUS_PAUSED) == "paused"
-    assert enum_text(node_pb2.NodeState.DESCRIPTOR, node_pb2.NODE_STATE_DRAINED) == "drained"
-    assert enum_text(results_pb2.ErrorClass.DESCRIPTOR, 2) == "transient"
-    assert enum_text(results_pb2.Outcome.DESCRIPTOR, 99) == "99"  # newer than this client
+    assert enum_text(nodes_pb2.NodeState.DESCRIPTOR, nodes_pb2.NODE_STATE_DRAINED) == "drained"
+    assert enum_text(common_pb2.ErrorClass.DESCRIPTOR, 2) == "transient"
+    assert enum_text(common_pb2.Outcome.DESCRIPTOR, 99) == "99"  # newer than this client
 
 
 def test_durations_read_as_specs_write_them() -> None:
@@ -224,7 +224,7 @@ def test_plurals() -> None:
 
 def _failed(job: str, error: str) -> results_pb2.SessionResult:
     return results_pb2.SessionResult(
-        job_id=job, outcome=results_pb2.OUTCOME_ASSERTION_FAILED, error=error
+        job_id=job, outcome=common_pb2.OUTCOME_ASSERTION_FAILED, error=error
     )
 
 
@@ -232,7 +232,7 @@ def test_failure_reasons_count_group_and_stop_at_the_limit() -> None:
     """Reasons are grouped by outcome and error, ordered by count with the first job as example; the scan is bounded."""
     results = [
         _failed("r-1", "step 4 (assert): expected text 'Paid'"),
-        results_pb2.SessionResult(job_id="r-2", outcome=results_pb2.OUTCOME_OK),
+        results_pb2.SessionResult(job_id="r-2", outcome=common_pb2.OUTCOME_OK),
         _failed("r-3", "step 0 (goto): HTTP 500"),
         _failed("r-4", "step 0 (goto): HTTP 500\nmore detail"),
         _failed("r-5", "step 4 (assert): expected text 'Paid'"),

@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 import pytest
 
 from cli._report_build import build_report, html_report, junit_xml
-from smartfleet.v1 import results_pb2, runs_pb2
+from smartfleet.v1 import common_pb2, results_pb2, runs_pb2
 
 EVIL_NAME = "<script>window.pwned = 1</script> & co"
 CELL_A = "Desktop Chrome / default locale / chromium"
@@ -62,8 +62,8 @@ def sample() -> tuple[runs_pb2.Run, runs_pb2.RunStats, list[results_pb2.SessionR
         run_id="run-1",
         results=6,
         outcomes=[
-            runs_pb2.OutcomeCount(outcome="ok", count=3),
-            runs_pb2.OutcomeCount(outcome="assertion_failed", count=3),
+            runs_pb2.OutcomeCount(outcome=common_pb2.OUTCOME_OK, count=3),
+            runs_pb2.OutcomeCount(outcome=common_pb2.OUTCOME_ASSERTION_FAILED, count=3),
         ],
         success_rate=0.5,
         duration_p50_ms=1200,
@@ -71,7 +71,7 @@ def sample() -> tuple[runs_pb2.Run, runs_pb2.RunStats, list[results_pb2.SessionR
         duration_max_ms=2000,
         metrics=[runs_pb2.MetricStats(name="lcp_ms", p50=300, p95=900, p99=1200, count=6)],
     )
-    ok, failed = results_pb2.OUTCOME_OK, results_pb2.OUTCOME_ASSERTION_FAILED
+    ok, failed = common_pb2.OUTCOME_OK, common_pb2.OUTCOME_ASSERTION_FAILED
     expected = "step 4 (assert): expected text 'Order <placed>' on the page"
     results = [
         result(0, "http://shop.test/", CELL_A, ok),
@@ -79,7 +79,7 @@ def sample() -> tuple[runs_pb2.Run, runs_pb2.RunStats, list[results_pb2.SessionR
         result(2, "http://shop.test/", CELL_B, ok),
         result(3, "http://shop.test/cart", CELL_B, failed, expected),
         # job 4 failed once, then passed on its retry: it counts as ok.
-        result(4, "http://shop.test/", CELL_A, results_pb2.OUTCOME_TIMEOUT, "timeout"),
+        result(4, "http://shop.test/", CELL_A, common_pb2.OUTCOME_TIMEOUT, "timeout"),
         result(4, "http://shop.test/", CELL_A, ok, attempt=2),
         result(5, "http://shop.test/cart", CELL_A, failed, expected),
     ]

@@ -1,20 +1,47 @@
-"""The public Fleet API and the internal Scheduler API stay in step (the gateway forwards by name)."""
+"""The public API's descriptors hold only public contracts; internal ones stay out of them."""
 
 from __future__ import annotations
 
-from smartfleet.v1 import fleet_pb2, scheduler_pb2
+from google.protobuf.descriptor import FileDescriptor
+
+from smartfleet.v1 import fleet_service_pb2, node_link_pb2
+
+INTERNAL = {"smartfleet/v1/node_link.proto", "smartfleet/v1/job.proto"}
 
 
-def test_every_fleet_method_has_a_scheduler_twin() -> None:
-    """Each Fleet RPC exists on Scheduler with the same request, response and streaming shape."""
-    fleet = fleet_pb2.DESCRIPTOR.services_by_name["Fleet"]
-    scheduler = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"]
-    for method in fleet.methods:
-        twin = scheduler.methods_by_name.get(method.name)
-        assert twin is not None, f"Scheduler lacks {method.name}"
-        assert twin.input_type.full_name == method.input_type.full_name
-        assert twin.output_type.full_name == method.output_type.full_name
-        assert (twin.client_streaming, twin.server_streaming) == (
-            method.client_streaming,
-            method.server_streaming,
-        )
+def _closure(file: FileDescriptor) -> set[str]:
+    seen: set[str] = set()
+    todo = [file]
+    while todo:
+        current = todo.pop()
+        if current.name in seen:
+            continue
+        seen.add(current.name)
+        todo.extend(current.dependencies)
+    return seen
+
+
+def test_the_public_service_does_not_pull_in_internal_files() -> None:
+    """FleetService's files (and what they import) never include the node link or the envelope."""
+    assert _closure(fleet_service_pb2.DESCRIPTOR) & INTERNAL == set()
+
+
+def test_the_node_link_is_its_own_service() -> None:
+    """The node link is a separate, internal service; FleetService has none of its methods."""
+    fleet = fleet_service_pb2.DESCRIPTOR.services_by_name["FleetService"]
+    link = node_link_pb2.DESCRIPTOR.services_by_name["NodeLinkService"]
+    assert not {m.name for m in fleet.methods} & {m.name for m in link.methods}
+
+
+def test_every_public_enum_starts_with_unspecified() -> None:
+    """Zero is `*_UNSPECIFIED` in every enum of the public files (proto3 reads 0 as absent)."""
+    public = _closure(fleet_service_pb2.DESCRIPTOR)
+    files = [fleet_service_pb2.DESCRIPTOR.pool.FindFileByName(name) for name in public]
+    enums = [
+        enum
+        for file in files
+        if file.name.startswith("smartfleet/")
+        for enum in file.enum_types_by_name.values()
+    ]
+    assert enums
+    assert [e.name for e in enums if not e.values_by_number[0].name.endswith("_UNSPECIFIED")] == []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.common.errors import NotFound
 from services.scheduler._fairshare import Claim, fair_allowance
-from services.scheduler._hosts import HostLimiter
+from services.scheduler._hosts import HostLimiter, origin_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -67,16 +69,39 @@ def test_token_bucket_limits_rate() -> None:
 
 
 def test_backoff_doubles_to_the_cap_and_resets() -> None:
-    """Errors back a host off 5 s, 10 s, … 60 s; a success or a reset ends it."""
+    """Errors back an origin off 5 s, 10 s, … 60 s; a success or a reset ends it."""
     limiter = HostLimiter()
+    h = "http://h:8080"
     for _ in range(6):
-        limiter.record("h", error=True, now=T0)
+        limiter.record(h, error=True, now=T0)
     assert limiter.states(T0)[0].until == T0 + timedelta(seconds=60)
-    assert not limiter.take("r", "h", rate=0, burst=0, now=T0 + timedelta(seconds=59))
-    limiter.reset("h")
-    assert limiter.take("r", "h", rate=0, burst=0, now=T0)
-    limiter.record("h", error=True, now=T0)
-    assert limiter.backing_off("h", T0 + timedelta(seconds=4))
-    assert not limiter.backing_off("h", T0 + timedelta(seconds=5))
-    limiter.record("h", error=False, now=T0)
+    assert not limiter.take("r", h, rate=0, burst=0, now=T0 + timedelta(seconds=59))
+    assert [state.host for state in limiter.reset(h)] == [h]
+    assert limiter.take("r", h, rate=0, burst=0, now=T0)
+    limiter.record(h, error=True, now=T0)
+    assert limiter.backing_off(h, T0 + timedelta(seconds=4))
+    assert not limiter.backing_off(h, T0 + timedelta(seconds=5))
+    limiter.record(h, error=False, now=T0)
     assert limiter.states(T0) == []
+
+
+def test_backoff_is_per_origin_and_a_host_name_resets_all_its_origins() -> None:
+    """500s from one port hold back only that origin; resetting the bare host name ends the
+    backoff of each of its origins; a name never seen is NotFound."""
+    limiter = HostLimiter()
+    limiter.record(origin_of("http://127.0.0.1:35227/x"), error=True, now=T0)
+    limiter.record(origin_of("https://127.0.0.1/"), error=True, now=T0)
+    assert not limiter.backing_off(origin_of("http://127.0.0.1:8080/"), T0)
+    assert limiter.backing_off("http://127.0.0.1:35227", T0)
+    assert [state.host for state in limiter.reset("127.0.0.1")] == [
+        "http://127.0.0.1:35227",
+        "https://127.0.0.1",
+    ]
+    with pytest.raises(NotFound):
+        limiter.reset("nosuch.example")
+
+
+def test_origins_drop_default_ports() -> None:
+    """An origin is scheme://host[:port], the port written only when it is not the default."""
+    assert origin_of("https://Shop.Example.com:443/a?b") == "https://shop.example.com"
+    assert origin_of("http://[::1]:8080/") == "http://[::1]:8080"

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from services.browser_node._host import SESSION_MEMORY_BYTES, HostLimits, host_limits
 from services.browser_node._link import Cordon, Drain, _command_from_pb
 from services.common.config import NodeSettings
-from smartfleet.v1 import node_pb2
+from smartfleet.v1 import node_link_pb2
 
 GIB = 1024**3
 
@@ -109,6 +109,6 @@ def test_node_proxy_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_cordon_and_drain_commands_parse() -> None:
     """cordon true/false and drain in a heartbeat response become node commands."""
-    assert _command_from_pb(node_pb2.NodeCommand(cordon=True)) == Cordon(True)
-    assert _command_from_pb(node_pb2.NodeCommand(cordon=False)) == Cordon(False)
-    assert _command_from_pb(node_pb2.NodeCommand(drain=True)) == Drain()
+    assert _command_from_pb(node_link_pb2.NodeCommand(cordon=True)) == Cordon(True)
+    assert _command_from_pb(node_link_pb2.NodeCommand(cordon=False)) == Cordon(False)
+    assert _command_from_pb(node_link_pb2.NodeCommand(drain=True)) == Drain()

@@ -33,9 +33,9 @@ from services.common.types import (
     WebVitals,
 )
 from services.scheduler._metric_sketch import RELATIVE_ACCURACY, MetricSketch
-from services.scheduler._runs import METRICS, metric_stats, percentile
 from services.scheduler._sketch_codec import SketchFormatError
 from services.scheduler._sketches import RunSketches
+from services.scheduler._stats import METRICS, metric_stats, percentile
 
 # The bound of the issue; the tiny slack absorbs float rounding at a bin's edge.
 BOUND = RELATIVE_ACCURACY * (1 + 1e-9)

@@ -32,7 +32,7 @@ def test_negative_sessions_names_the_field() -> None:
     """Negative sessions are refused as spec.sessions with the bound."""
     error = refusal({"targets": [LOCAL], "sessions": -5})
     assert error.field == "spec.sessions"
-    assert "greater than or equal to 1" in error.reason
+    assert error.reason == "must be ≥ 1"
 
 
 def test_non_http_url_names_the_target_index() -> None:
@@ -80,7 +80,7 @@ def test_no_targets_is_refused() -> None:
 def test_invalid_step_names_index_field_and_reason() -> None:
     """A step missing its selector is refused as spec.steps[N].<action>.<field>."""
     error = refusal({"targets": [LOCAL], "sessions": 1, "steps": [{"goto": {}}, {"click": {}}]})
-    assert (error.field, error.reason) == ("spec.steps[1].click.selector", "Field required")
+    assert (error.field, error.reason) == ("spec.steps[1].click.selector", "is required")
 
 
 def test_step_with_two_actions_is_refused() -> None:

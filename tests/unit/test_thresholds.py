@@ -38,7 +38,7 @@ from services.common.thresholds import (
     should_abort,
 )
 from services.common.types import Cell
-from services.scheduler._runs import percentile
+from services.scheduler._stats import percentile
 
 # ----------------------------------------------------------------------------- strategies
 

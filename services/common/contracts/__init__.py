@@ -11,6 +11,13 @@ from services.common.contracts._cell import (
     cell_to_json,
     cell_to_pb,
 )
+from services.common.contracts._enums import (
+    engine_name,
+    engine_number,
+    from_proto_json,
+    spelling,
+    to_proto_json,
+)
 from services.common.contracts._envelope import (
     envelope_from_bytes,
     envelope_to_bytes,
@@ -29,7 +36,7 @@ from services.common.contracts._result import (
     result_to_pb,
     result_to_row,
 )
-from services.common.contracts._spec import spec_data_from_pb, spec_to_pb
+from services.common.contracts._spec import spec_data_from_pb, spec_message, spec_to_pb
 from services.common.contracts._time import duration, from_duration, from_timestamp, timestamp
 
 __all__ = [
@@ -39,9 +46,12 @@ __all__ = [
     "cell_to_json",
     "cell_to_pb",
     "duration",
+    "engine_name",
+    "engine_number",
     "envelope_from_bytes",
     "envelope_to_bytes",
     "from_duration",
+    "from_proto_json",
     "from_timestamp",
     "node_info_from_pb",
     "node_info_to_pb",
@@ -52,8 +62,11 @@ __all__ = [
     "result_to_pb",
     "result_to_row",
     "spec_data_from_pb",
+    "spec_message",
     "spec_to_pb",
+    "spelling",
     "step_from_pb",
     "step_to_pb",
     "timestamp",
+    "to_proto_json",
 ]

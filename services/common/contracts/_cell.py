@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from services.common.contracts._enums import engine_name, engine_number
 from services.common.types import Cell, Geolocation
 from smartfleet.v1 import runs_pb2
 
@@ -14,7 +15,7 @@ def cell_to_pb(cell: Cell) -> runs_pb2.Cell:
         device=cell.device,
         locale=cell.locale,
         timezone=cell.timezone,
-        engine=cell.engine,
+        engine=engine_number(cell.engine),
         key=cell.key,
     )
     if cell.labels:  # filling a map field is slow even when empty
@@ -40,7 +41,7 @@ def cell_from_pb(message: runs_pb2.Cell) -> Cell:
         locale=message.locale,
         timezone=message.timezone,
         geolocation=geolocation,
-        engine=message.engine or "chromium",
+        engine=engine_name(message.engine) or "chromium",
         labels=tuple(sorted(message.labels.items())),
     )
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from services.common.contracts._enums import engine_name, engine_number
 from services.common.types import NodeInfo, NodeLoad
-from smartfleet.v1 import node_pb2
+from smartfleet.v1 import nodes_pb2
 
 
-def node_info_to_pb(info: NodeInfo) -> node_pb2.NodeInfo:
-    return node_pb2.NodeInfo(
+def node_info_to_pb(info: NodeInfo) -> nodes_pb2.NodeInfo:
+    return nodes_pb2.NodeInfo(
         node_id=info.node_id,
         host=info.host,
-        engines=info.engines,
+        engines=[engine_number(engine) for engine in info.engines],
         labels=info.labels,
         slots=info.slots,
         version=info.version,
@@ -19,11 +20,11 @@ def node_info_to_pb(info: NodeInfo) -> node_pb2.NodeInfo:
     )
 
 
-def node_info_from_pb(message: node_pb2.NodeInfo) -> NodeInfo:
+def node_info_from_pb(message: nodes_pb2.NodeInfo) -> NodeInfo:
     return NodeInfo(
         node_id=message.node_id,
         host=message.host,
-        engines=tuple(message.engines),
+        engines=tuple(engine_name(engine) for engine in message.engines),
         labels=dict(message.labels),
         slots=message.slots,
         version=message.version,
@@ -32,19 +33,21 @@ def node_info_from_pb(message: node_pb2.NodeInfo) -> NodeInfo:
     )
 
 
-def node_load_to_pb(load: NodeLoad) -> node_pb2.NodeLoad:
-    return node_pb2.NodeLoad(
+def node_load_to_pb(load: NodeLoad) -> nodes_pb2.NodeLoad:
+    return nodes_pb2.NodeLoad(
         busy_slots=load.busy_slots,
         free_slots=load.free_slots,
         cpu_percent=load.cpu_percent,
         rss_bytes=load.rss_bytes,
+        host_load_1m=load.host_load_1m,
     )
 
 
-def node_load_from_pb(message: node_pb2.NodeLoad) -> NodeLoad:
+def node_load_from_pb(message: nodes_pb2.NodeLoad) -> NodeLoad:
     return NodeLoad(
         busy_slots=message.busy_slots,
         free_slots=message.free_slots,
         cpu_percent=message.cpu_percent,
         rss_bytes=message.rss_bytes,
+        host_load_1m=message.host_load_1m,
     )

@@ -17,6 +17,7 @@ from services.common.contracts._cell import (
     cell_to_json,
     cell_to_pb,
 )
+from services.common.contracts._enums import engine_name, engine_number
 from services.common.contracts._time import from_timestamp, timestamp
 from services.common.types import (
     ErrorClass,
@@ -26,17 +27,22 @@ from services.common.types import (
     StepOutcome,
     WebVitals,
 )
-from smartfleet.v1 import results_pb2
+from smartfleet.v1 import common_pb2, results_pb2
 
 _OUTCOME_TO_PB = {
-    outcome: results_pb2.Outcome.Value(f"OUTCOME_{outcome.name}") for outcome in Outcome
+    outcome: common_pb2.Outcome.Value(f"OUTCOME_{outcome.name}") for outcome in Outcome
 }
 _OUTCOME_FROM_PB = {value: outcome for outcome, value in _OUTCOME_TO_PB.items()}
 _CLASS_TO_PB = {
-    error_class: results_pb2.ErrorClass.Value(f"ERROR_CLASS_{error_class.name}")
+    error_class: common_pb2.ErrorClass.Value(f"ERROR_CLASS_{error_class.name}")
     for error_class in ErrorClass
 }
 _CLASS_FROM_PB = {value: error_class for error_class, value in _CLASS_TO_PB.items()}
+_STEP_TO_PB = {
+    name: results_pb2.StepStatus.Value(f"STEP_STATUS_{name.upper()}")
+    for name in ("ok", "skipped", "failed")
+}
+_STEP_FROM_PB = {value: name for name, value in _STEP_TO_PB.items()}
 
 
 def result_to_pb(result: SessionResult) -> results_pb2.SessionResult:
@@ -62,7 +68,7 @@ def result_to_pb(result: SessionResult) -> results_pb2.SessionResult:
         ),
         duration_ms=result.duration_ms,
         node_id=result.node_id,
-        engine=result.engine,
+        engine=engine_number(result.engine) if result.engine else common_pb2.ENGINE_UNSPECIFIED,
         started_at=timestamp(result.started_at),
         finished_at=timestamp(result.finished_at),
         browser_version=result.browser_version,
@@ -71,7 +77,7 @@ def result_to_pb(result: SessionResult) -> results_pb2.SessionResult:
             results_pb2.StepOutcome(
                 index=step.index,
                 action=step.action,
-                status=step.status,
+                status=_STEP_TO_PB[step.status],
                 duration_ms=step.duration_ms,
                 error=step.error,
             )
@@ -121,7 +127,7 @@ def result_from_pb(message: results_pb2.SessionResult) -> SessionResult:
         ),
         duration_ms=message.duration_ms,
         node_id=message.node_id,
-        engine=message.engine,
+        engine=engine_name(message.engine),
         started_at=from_timestamp(message.started_at) or now,
         finished_at=from_timestamp(message.finished_at) or now,
         browser_version=message.browser_version,
@@ -131,7 +137,7 @@ def result_from_pb(message: results_pb2.SessionResult) -> SessionResult:
             StepOutcome(
                 index=step.index,
                 action=step.action,
-                status=step.status,
+                status=_STEP_FROM_PB.get(step.status, "failed"),
                 duration_ms=step.duration_ms,
                 error=step.error,
             )

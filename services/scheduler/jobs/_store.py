@@ -123,14 +123,34 @@ class JobStore:
                 for id_, index, attempt, url, cell, pool in rows
             ]
 
-    async def list_jobs(self, run_id: str, *, status: JobStatus | None, limit: int) -> list[Job]:
+    async def list_jobs(
+        self,
+        run_id: str,
+        *,
+        statuses: Sequence[JobStatus] = (),
+        after_index: int = -1,
+        limit: int,
+    ) -> list[Job]:
+        """A run's jobs in index order, after `after_index`, in any of `statuses` (none: all)."""
         await self._runs.get(run_id)
-        statement = select(JobRow).where(JobRow.run_id == run_id)
-        if status is not None:
-            statement = statement.where(JobRow.status == status)
+        statement = select(JobRow).where(JobRow.run_id == run_id, JobRow.index > after_index)
+        if statuses:
+            statement = statement.where(JobRow.status.in_([s.value for s in statuses]))
         async with self._db.read() as session:
             rows = await session.scalars(statement.order_by(JobRow.index).limit(limit))
             return [Job.from_row(row) for row in rows]
+
+    async def dispatched_as(self, job_id: str, account: str) -> bool:
+        """Whether the job is out on the bus (or running) as this account."""
+        async with self._db.read() as session:
+            found = await session.scalar(
+                select(JobRow.id).where(
+                    JobRow.id == job_id,
+                    JobRow.status == JobStatus.DISPATCHED,
+                    JobRow.account == account,
+                )
+            )
+        return found is not None
 
     async def dispatched(self, *, after: str, limit: int) -> list[Job]:
         """Jobs out on the bus, in id order after `after` (for the republish at start)."""

@@ -9,7 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
-from smartfleet.v1 import results_pb2 as _results_pb2
+from smartfleet.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -30,85 +30,27 @@ class _NodeStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NodeState.V
     NODE_STATE_UNSPECIFIED: _NodeState.ValueType  # 0
     NODE_STATE_READY: _NodeState.ValueType  # 1
     NODE_STATE_DRAINING: _NodeState.ValueType  # 2
+    """Takes no new jobs, finishes the running ones."""
     NODE_STATE_CORDONED: _NodeState.ValueType  # 3
+    """Takes no new jobs until uncordoned; running sessions go on."""
     NODE_STATE_LOST: _NodeState.ValueType  # 4
+    """No heartbeat for a while."""
     NODE_STATE_DRAINED: _NodeState.ValueType  # 5
+    """Drained: nothing running, nothing taken (also how a node that shut down cleanly ends)."""
 
 class NodeState(_NodeState, metaclass=_NodeStateEnumTypeWrapper): ...
 
 NODE_STATE_UNSPECIFIED: NodeState.ValueType  # 0
 NODE_STATE_READY: NodeState.ValueType  # 1
 NODE_STATE_DRAINING: NodeState.ValueType  # 2
+"""Takes no new jobs, finishes the running ones."""
 NODE_STATE_CORDONED: NodeState.ValueType  # 3
+"""Takes no new jobs until uncordoned; running sessions go on."""
 NODE_STATE_LOST: NodeState.ValueType  # 4
+"""No heartbeat for a while."""
 NODE_STATE_DRAINED: NodeState.ValueType  # 5
+"""Drained: nothing running, nothing taken (also how a node that shut down cleanly ends)."""
 Global___NodeState: _TypeAlias = NodeState  # noqa: Y015
-
-@_typing.final
-class AccountStateRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NODE_ID_FIELD_NUMBER: _builtins.int
-    ACCOUNT_FIELD_NUMBER: _builtins.int
-    node_id: _builtins.str
-    account: _builtins.str
-    def __init__(
-        self,
-        *,
-        node_id: _builtins.str = ...,
-        account: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "node_id", b"node_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AccountStateRequest: _TypeAlias = AccountStateRequest  # noqa: Y015
-
-@_typing.final
-class AccountState(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NODE_ID_FIELD_NUMBER: _builtins.int
-    ACCOUNT_FIELD_NUMBER: _builtins.int
-    STORAGE_STATE_FIELD_NUMBER: _builtins.int
-    PROXY_FIELD_NUMBER: _builtins.int
-    node_id: _builtins.str
-    account: _builtins.str
-    storage_state: _builtins.bytes
-    """Playwright storage state JSON."""
-    proxy: _builtins.str
-    def __init__(
-        self,
-        *,
-        node_id: _builtins.str = ...,
-        account: _builtins.str = ...,
-        storage_state: _builtins.bytes = ...,
-        proxy: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "node_id", b"node_id", "proxy", b"proxy", "storage_state", b"storage_state"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AccountState: _TypeAlias = AccountState  # noqa: Y015
-
-@_typing.final
-class PutAccountStateResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PutAccountStateResponse: _TypeAlias = PutAccountStateResponse  # noqa: Y015
 
 @_typing.final
 class NodeInfo(_message.Message):
@@ -168,17 +110,19 @@ class NodeInfo(_message.Message):
     version: _builtins.str
     playwright_version: _builtins.str
     @_builtins.property
-    def engines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def engines(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Engine.ValueType]: ...
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
-    def browser_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def browser_versions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Browser versions by engine name ("chromium" = "156.0.8078.73")."""
+
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         host: _builtins.str = ...,
-        engines: _abc.Iterable[_builtins.str] | None = ...,
+        engines: _abc.Iterable[_common_pb2.Engine.ValueType] | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         slots: _builtins.int = ...,
         version: _builtins.str = ...,
@@ -201,10 +145,15 @@ class NodeLoad(_message.Message):
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     CPU_PERCENT_FIELD_NUMBER: _builtins.int
     RSS_BYTES_FIELD_NUMBER: _builtins.int
+    HOST_LOAD_1M_FIELD_NUMBER: _builtins.int
     busy_slots: _builtins.int
     free_slots: _builtins.int
     cpu_percent: _builtins.float
+    """CPU the node's own processes (node, driver, browsers) use, in percent of one core."""
     rss_bytes: _builtins.int
+    """Resident memory of the node's processes."""
+    host_load_1m: _builtins.float
+    """The host's 1-minute load average (all processes on the host, not only the node's)."""
     def __init__(
         self,
         *,
@@ -212,10 +161,11 @@ class NodeLoad(_message.Message):
         free_slots: _builtins.int = ...,
         cpu_percent: _builtins.float = ...,
         rss_bytes: _builtins.int = ...,
+        host_load_1m: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy_slots", b"busy_slots", "cpu_percent", b"cpu_percent", "free_slots", b"free_slots", "rss_bytes", b"rss_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy_slots", b"busy_slots", "cpu_percent", b"cpu_percent", "free_slots", b"free_slots", "host_load_1m", b"host_load_1m", "rss_bytes", b"rss_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -257,256 +207,55 @@ class Node(_message.Message):
 Global___Node: _TypeAlias = Node  # noqa: Y015
 
 @_typing.final
-class RegisterNodeRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    INFO_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def info(self) -> Global___NodeInfo: ...
-    def __init__(
-        self,
-        *,
-        info: Global___NodeInfo | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RegisterNodeRequest: _TypeAlias = RegisterNodeRequest  # noqa: Y015
-
-@_typing.final
-class RegisterNodeResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
-    heartbeat_interval_s: _builtins.float
-    def __init__(
-        self,
-        *,
-        heartbeat_interval_s: _builtins.float = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_s", b"heartbeat_interval_s"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___RegisterNodeResponse: _TypeAlias = RegisterNodeResponse  # noqa: Y015
-
-@_typing.final
-class HeartbeatRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NODE_ID_FIELD_NUMBER: _builtins.int
-    LOAD_FIELD_NUMBER: _builtins.int
-    STATE_FIELD_NUMBER: _builtins.int
-    SLOTS_FIELD_NUMBER: _builtins.int
-    node_id: _builtins.str
-    state: Global___NodeState.ValueType
-    slots: _builtins.int
-    @_builtins.property
-    def load(self) -> Global___NodeLoad: ...
-    def __init__(
-        self,
-        *,
-        node_id: _builtins.str = ...,
-        load: Global___NodeLoad | None = ...,
-        state: Global___NodeState.ValueType = ...,
-        slots: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["load", b"load"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["load", b"load", "node_id", b"node_id", "slots", b"slots", "state", b"state"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
-
-@_typing.final
-class NodeCommand(_message.Message):
-    """A command from the scheduler, delivered with a heartbeat response."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SET_SLOTS_FIELD_NUMBER: _builtins.int
-    DRAIN_FIELD_NUMBER: _builtins.int
-    CANCEL_RUN_FIELD_NUMBER: _builtins.int
-    CORDON_FIELD_NUMBER: _builtins.int
-    set_slots: _builtins.int
-    drain: _builtins.bool
-    cancel_run: _builtins.str
-    cordon: _builtins.bool
-    """true: take no new jobs (cordoned); false: take jobs again (uncordoned, or no longer drained)."""
-    def __init__(
-        self,
-        *,
-        set_slots: _builtins.int = ...,
-        drain: _builtins.bool = ...,
-        cancel_run: _builtins.str = ...,
-        cordon: _builtins.bool = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_run", b"cancel_run", "command", b"command", "cordon", b"cordon", "drain", b"drain", "set_slots", b"set_slots"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_run", b"cancel_run", "command", b"command", "cordon", b"cordon", "drain", b"drain", "set_slots", b"set_slots"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_command: _TypeAlias = _typing.Literal["set_slots", "drain", "cancel_run", "cordon"]  # noqa: Y015
-    _WhichOneofArgType_command: _TypeAlias = _typing.Literal["command", b"command"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType_command) -> _WhichOneofReturnType_command | None: ...
-
-Global___NodeCommand: _TypeAlias = NodeCommand  # noqa: Y015
-
-@_typing.final
-class HeartbeatResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    KNOWN_FIELD_NUMBER: _builtins.int
-    COMMANDS_FIELD_NUMBER: _builtins.int
-    known: _builtins.bool
-    """False when the scheduler does not know the node (it restarted): register again."""
-    @_builtins.property
-    def commands(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeCommand]: ...
-    def __init__(
-        self,
-        *,
-        known: _builtins.bool = ...,
-        commands: _abc.Iterable[Global___NodeCommand] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commands", b"commands", "known", b"known"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
-
-@_typing.final
-class ReportResultsRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NODE_ID_FIELD_NUMBER: _builtins.int
-    RESULTS_FIELD_NUMBER: _builtins.int
-    node_id: _builtins.str
-    @_builtins.property
-    def results(self) -> _containers.RepeatedCompositeFieldContainer[_results_pb2.SessionResult]: ...
-    def __init__(
-        self,
-        *,
-        node_id: _builtins.str = ...,
-        results: _abc.Iterable[_results_pb2.SessionResult] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "results", b"results"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ReportResultsRequest: _TypeAlias = ReportResultsRequest  # noqa: Y015
-
-@_typing.final
-class StoredResult(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    JOB_ID_FIELD_NUMBER: _builtins.int
-    ATTEMPT_FIELD_NUMBER: _builtins.int
-    NEW_FIELD_NUMBER: _builtins.int
-    job_id: _builtins.str
-    attempt: _builtins.int
-    new: _builtins.bool
-    """False when the same (job_id, attempt) had been stored before."""
-    def __init__(
-        self,
-        *,
-        job_id: _builtins.str = ...,
-        attempt: _builtins.int = ...,
-        new: _builtins.bool = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job_id", b"job_id", "new", b"new"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___StoredResult: _TypeAlias = StoredResult  # noqa: Y015
-
-@_typing.final
-class ReportResultsResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    STORED_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def stored(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredResult]: ...
-    def __init__(
-        self,
-        *,
-        stored: _abc.Iterable[Global___StoredResult] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stored", b"stored"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ReportResultsResponse: _TypeAlias = ReportResultsResponse  # noqa: Y015
-
-@_typing.final
-class ReportInProgressRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NODE_ID_FIELD_NUMBER: _builtins.int
-    JOB_IDS_FIELD_NUMBER: _builtins.int
-    node_id: _builtins.str
-    @_builtins.property
-    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
-    def __init__(
-        self,
-        *,
-        node_id: _builtins.str = ...,
-        job_ids: _abc.Iterable[_builtins.str] | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_ids", b"job_ids", "node_id", b"node_id"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ReportInProgressRequest: _TypeAlias = ReportInProgressRequest  # noqa: Y015
-
-@_typing.final
-class ReportInProgressResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ReportInProgressResponse: _TypeAlias = ReportInProgressResponse  # noqa: Y015
-
-@_typing.final
 class ListNodesRequest(_message.Message):
+    """By node id."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Default and maximum 1,000."""
+    page_token: _builtins.str
     def __init__(
         self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListNodesRequest: _TypeAlias = ListNodesRequest  # noqa: Y015
 
 @_typing.final
-class NodeRef(_message.Message):
-    """Names a node for the operator's calls (cordon, drain, uncordon)."""
+class ListNodesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
 
+    NODES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Node]: ...
+    def __init__(
+        self,
+        *,
+        nodes: _abc.Iterable[Global___Node] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "nodes", b"nodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListNodesResponse: _TypeAlias = ListNodesResponse  # noqa: Y015
+
+@_typing.final
+class CordonNodeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int
@@ -522,24 +271,218 @@ class NodeRef(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___NodeRef: _TypeAlias = NodeRef  # noqa: Y015
+Global___CordonNodeRequest: _TypeAlias = CordonNodeRequest  # noqa: Y015
 
 @_typing.final
-class ListNodesResponse(_message.Message):
+class CordonNodeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    NODES_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Node]: ...
+    def node(self) -> Global___Node: ...
     def __init__(
         self,
         *,
-        nodes: _abc.Iterable[Global___Node] | None = ...,
+        node: Global___Node | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListNodesResponse: _TypeAlias = ListNodesResponse  # noqa: Y015
+Global___CordonNodeResponse: _TypeAlias = CordonNodeResponse  # noqa: Y015
+
+@_typing.final
+class DrainNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainNodeRequest: _TypeAlias = DrainNodeRequest  # noqa: Y015
+
+@_typing.final
+class DrainNodeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def node(self) -> Global___Node: ...
+    def __init__(
+        self,
+        *,
+        node: Global___Node | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainNodeResponse: _TypeAlias = DrainNodeResponse  # noqa: Y015
+
+@_typing.final
+class UncordonNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UncordonNodeRequest: _TypeAlias = UncordonNodeRequest  # noqa: Y015
+
+@_typing.final
+class UncordonNodeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def node(self) -> Global___Node: ...
+    def __init__(
+        self,
+        *,
+        node: Global___Node | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UncordonNodeResponse: _TypeAlias = UncordonNodeResponse  # noqa: Y015
+
+@_typing.final
+class HostBackoff(_message.Message):
+    """A target origin resting after errors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_ERRORS_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """The origin ("https://shop.example.com:8443"; the port shown only when not the default)."""
+    consecutive_errors: _builtins.int
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        consecutive_errors: _builtins.int = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_errors", b"consecutive_errors", "host", b"host", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HostBackoff: _TypeAlias = HostBackoff  # noqa: Y015
+
+@_typing.final
+class ListHostsRequest(_message.Message):
+    """By origin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHostsRequest: _TypeAlias = ListHostsRequest  # noqa: Y015
+
+@_typing.final
+class ListHostsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOSTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def hosts(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostBackoff]: ...
+    def __init__(
+        self,
+        *,
+        hosts: _abc.Iterable[Global___HostBackoff] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hosts", b"hosts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHostsResponse: _TypeAlias = ListHostsResponse  # noqa: Y015
+
+@_typing.final
+class ResetHostBackoffRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """An origin ("http://127.0.0.1:8080") or a host name, which resets every origin of that host."""
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetHostBackoffRequest: _TypeAlias = ResetHostBackoffRequest  # noqa: Y015
+
+@_typing.final
+class ResetHostBackoffResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reset(self) -> _containers.RepeatedCompositeFieldContainer[Global___HostBackoff]: ...
+    def __init__(
+        self,
+        *,
+        reset: _abc.Iterable[Global___HostBackoff] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reset", b"reset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResetHostBackoffResponse: _TypeAlias = ResetHostBackoffResponse  # noqa: Y015

@@ -3,8 +3,7 @@
 import grpc
 import warnings
 
-from smartfleet.v1 import artifacts_pb2 as smartfleet_dot_v1_dot_artifacts__pb2
-from smartfleet.v1 import node_pb2 as smartfleet_dot_v1_dot_node__pb2
+from smartfleet.v1 import node_link_pb2 as smartfleet_dot_v1_dot_node__link__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,15 +18,16 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in smartfleet/v1/node_pb2_grpc.py depends on'
+        + ' but the generated code in smartfleet/v1/node_link_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class NodeLinkStub:
-    """The node link: browser nodes register, heartbeat and report results to the scheduler.
+class NodeLinkServiceStub:
+    """The node link (internal): browser nodes register, heartbeat and report to the scheduler.
+    Not part of the public API; served on the scheduler's internal listener only.
     """
 
     def __init__(self, channel):
@@ -36,48 +36,49 @@ class NodeLinkStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Register = channel.unary_unary(
-                '/smartfleet.v1.NodeLink/Register',
-                request_serializer=smartfleet_dot_v1_dot_node__pb2.RegisterNodeRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_node__pb2.RegisterNodeResponse.FromString,
+        self.RegisterNode = channel.unary_unary(
+                '/smartfleet.v1.NodeLinkService/RegisterNode',
+                request_serializer=smartfleet_dot_v1_dot_node__link__pb2.RegisterNodeRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__link__pb2.RegisterNodeResponse.FromString,
                 _registered_method=True)
         self.Heartbeat = channel.unary_unary(
-                '/smartfleet.v1.NodeLink/Heartbeat',
-                request_serializer=smartfleet_dot_v1_dot_node__pb2.HeartbeatRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_node__pb2.HeartbeatResponse.FromString,
+                '/smartfleet.v1.NodeLinkService/Heartbeat',
+                request_serializer=smartfleet_dot_v1_dot_node__link__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__link__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
         self.ReportResults = channel.unary_unary(
-                '/smartfleet.v1.NodeLink/ReportResults',
-                request_serializer=smartfleet_dot_v1_dot_node__pb2.ReportResultsRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_node__pb2.ReportResultsResponse.FromString,
+                '/smartfleet.v1.NodeLinkService/ReportResults',
+                request_serializer=smartfleet_dot_v1_dot_node__link__pb2.ReportResultsRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__link__pb2.ReportResultsResponse.FromString,
                 _registered_method=True)
         self.ReportInProgress = channel.unary_unary(
-                '/smartfleet.v1.NodeLink/ReportInProgress',
-                request_serializer=smartfleet_dot_v1_dot_node__pb2.ReportInProgressRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_node__pb2.ReportInProgressResponse.FromString,
+                '/smartfleet.v1.NodeLinkService/ReportInProgress',
+                request_serializer=smartfleet_dot_v1_dot_node__link__pb2.ReportInProgressRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__link__pb2.ReportInProgressResponse.FromString,
                 _registered_method=True)
         self.GetAccountState = channel.unary_unary(
-                '/smartfleet.v1.NodeLink/GetAccountState',
-                request_serializer=smartfleet_dot_v1_dot_node__pb2.AccountStateRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_node__pb2.AccountState.FromString,
+                '/smartfleet.v1.NodeLinkService/GetAccountState',
+                request_serializer=smartfleet_dot_v1_dot_node__link__pb2.GetAccountStateRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__link__pb2.GetAccountStateResponse.FromString,
                 _registered_method=True)
         self.PutAccountState = channel.unary_unary(
-                '/smartfleet.v1.NodeLink/PutAccountState',
-                request_serializer=smartfleet_dot_v1_dot_node__pb2.AccountState.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_node__pb2.PutAccountStateResponse.FromString,
+                '/smartfleet.v1.NodeLinkService/PutAccountState',
+                request_serializer=smartfleet_dot_v1_dot_node__link__pb2.PutAccountStateRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__link__pb2.PutAccountStateResponse.FromString,
                 _registered_method=True)
         self.PutArtifact = channel.stream_unary(
-                '/smartfleet.v1.NodeLink/PutArtifact',
-                request_serializer=smartfleet_dot_v1_dot_artifacts__pb2.ArtifactUpload.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.PutArtifactResponse.FromString,
+                '/smartfleet.v1.NodeLinkService/PutArtifact',
+                request_serializer=smartfleet_dot_v1_dot_node__link__pb2.PutArtifactRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_node__link__pb2.PutArtifactResponse.FromString,
                 _registered_method=True)
 
 
-class NodeLinkServicer:
-    """The node link: browser nodes register, heartbeat and report results to the scheduler.
+class NodeLinkServiceServicer:
+    """The node link (internal): browser nodes register, heartbeat and report to the scheduler.
+    Not part of the public API; served on the scheduler's internal listener only.
     """
 
-    def Register(self, request, context):
+    def RegisterNode(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,7 +99,7 @@ class NodeLinkServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportInProgress(self, request, context):
-        """Tells the scheduler a long session is still running.
+        """Tells the scheduler long sessions are still running.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,57 +127,58 @@ class NodeLinkServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_NodeLinkServicer_to_server(servicer, server):
+def add_NodeLinkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Register': grpc.unary_unary_rpc_method_handler(
-                    servicer.Register,
-                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.RegisterNodeRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_node__pb2.RegisterNodeResponse.SerializeToString,
+            'RegisterNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterNode,
+                    request_deserializer=smartfleet_dot_v1_dot_node__link__pb2.RegisterNodeRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__link__pb2.RegisterNodeResponse.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
-                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.HeartbeatRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_node__pb2.HeartbeatResponse.SerializeToString,
+                    request_deserializer=smartfleet_dot_v1_dot_node__link__pb2.HeartbeatRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__link__pb2.HeartbeatResponse.SerializeToString,
             ),
             'ReportResults': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportResults,
-                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.ReportResultsRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_node__pb2.ReportResultsResponse.SerializeToString,
+                    request_deserializer=smartfleet_dot_v1_dot_node__link__pb2.ReportResultsRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__link__pb2.ReportResultsResponse.SerializeToString,
             ),
             'ReportInProgress': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportInProgress,
-                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.ReportInProgressRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_node__pb2.ReportInProgressResponse.SerializeToString,
+                    request_deserializer=smartfleet_dot_v1_dot_node__link__pb2.ReportInProgressRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__link__pb2.ReportInProgressResponse.SerializeToString,
             ),
             'GetAccountState': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAccountState,
-                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.AccountStateRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_node__pb2.AccountState.SerializeToString,
+                    request_deserializer=smartfleet_dot_v1_dot_node__link__pb2.GetAccountStateRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__link__pb2.GetAccountStateResponse.SerializeToString,
             ),
             'PutAccountState': grpc.unary_unary_rpc_method_handler(
                     servicer.PutAccountState,
-                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.AccountState.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_node__pb2.PutAccountStateResponse.SerializeToString,
+                    request_deserializer=smartfleet_dot_v1_dot_node__link__pb2.PutAccountStateRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__link__pb2.PutAccountStateResponse.SerializeToString,
             ),
             'PutArtifact': grpc.stream_unary_rpc_method_handler(
                     servicer.PutArtifact,
-                    request_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.ArtifactUpload.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_artifacts__pb2.PutArtifactResponse.SerializeToString,
+                    request_deserializer=smartfleet_dot_v1_dot_node__link__pb2.PutArtifactRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_node__link__pb2.PutArtifactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'smartfleet.v1.NodeLink', rpc_method_handlers)
+            'smartfleet.v1.NodeLinkService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('smartfleet.v1.NodeLink', rpc_method_handlers)
+    server.add_registered_method_handlers('smartfleet.v1.NodeLinkService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class NodeLink:
-    """The node link: browser nodes register, heartbeat and report results to the scheduler.
+class NodeLinkService:
+    """The node link (internal): browser nodes register, heartbeat and report to the scheduler.
+    Not part of the public API; served on the scheduler's internal listener only.
     """
 
     @staticmethod
-    def Register(request,
+    def RegisterNode(request,
             target,
             options=(),
             channel_credentials=None,
@@ -189,9 +191,9 @@ class NodeLink:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.NodeLink/Register',
-            smartfleet_dot_v1_dot_node__pb2.RegisterNodeRequest.SerializeToString,
-            smartfleet_dot_v1_dot_node__pb2.RegisterNodeResponse.FromString,
+            '/smartfleet.v1.NodeLinkService/RegisterNode',
+            smartfleet_dot_v1_dot_node__link__pb2.RegisterNodeRequest.SerializeToString,
+            smartfleet_dot_v1_dot_node__link__pb2.RegisterNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -216,9 +218,9 @@ class NodeLink:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.NodeLink/Heartbeat',
-            smartfleet_dot_v1_dot_node__pb2.HeartbeatRequest.SerializeToString,
-            smartfleet_dot_v1_dot_node__pb2.HeartbeatResponse.FromString,
+            '/smartfleet.v1.NodeLinkService/Heartbeat',
+            smartfleet_dot_v1_dot_node__link__pb2.HeartbeatRequest.SerializeToString,
+            smartfleet_dot_v1_dot_node__link__pb2.HeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -243,9 +245,9 @@ class NodeLink:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.NodeLink/ReportResults',
-            smartfleet_dot_v1_dot_node__pb2.ReportResultsRequest.SerializeToString,
-            smartfleet_dot_v1_dot_node__pb2.ReportResultsResponse.FromString,
+            '/smartfleet.v1.NodeLinkService/ReportResults',
+            smartfleet_dot_v1_dot_node__link__pb2.ReportResultsRequest.SerializeToString,
+            smartfleet_dot_v1_dot_node__link__pb2.ReportResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -270,9 +272,9 @@ class NodeLink:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.NodeLink/ReportInProgress',
-            smartfleet_dot_v1_dot_node__pb2.ReportInProgressRequest.SerializeToString,
-            smartfleet_dot_v1_dot_node__pb2.ReportInProgressResponse.FromString,
+            '/smartfleet.v1.NodeLinkService/ReportInProgress',
+            smartfleet_dot_v1_dot_node__link__pb2.ReportInProgressRequest.SerializeToString,
+            smartfleet_dot_v1_dot_node__link__pb2.ReportInProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -297,9 +299,9 @@ class NodeLink:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.NodeLink/GetAccountState',
-            smartfleet_dot_v1_dot_node__pb2.AccountStateRequest.SerializeToString,
-            smartfleet_dot_v1_dot_node__pb2.AccountState.FromString,
+            '/smartfleet.v1.NodeLinkService/GetAccountState',
+            smartfleet_dot_v1_dot_node__link__pb2.GetAccountStateRequest.SerializeToString,
+            smartfleet_dot_v1_dot_node__link__pb2.GetAccountStateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -324,9 +326,9 @@ class NodeLink:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.NodeLink/PutAccountState',
-            smartfleet_dot_v1_dot_node__pb2.AccountState.SerializeToString,
-            smartfleet_dot_v1_dot_node__pb2.PutAccountStateResponse.FromString,
+            '/smartfleet.v1.NodeLinkService/PutAccountState',
+            smartfleet_dot_v1_dot_node__link__pb2.PutAccountStateRequest.SerializeToString,
+            smartfleet_dot_v1_dot_node__link__pb2.PutAccountStateResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -351,9 +353,9 @@ class NodeLink:
         return grpc.experimental.stream_unary(
             request_iterator,
             target,
-            '/smartfleet.v1.NodeLink/PutArtifact',
-            smartfleet_dot_v1_dot_artifacts__pb2.ArtifactUpload.SerializeToString,
-            smartfleet_dot_v1_dot_artifacts__pb2.PutArtifactResponse.FromString,
+            '/smartfleet.v1.NodeLinkService/PutArtifact',
+            smartfleet_dot_v1_dot_node__link__pb2.PutArtifactRequest.SerializeToString,
+            smartfleet_dot_v1_dot_node__link__pb2.PutArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

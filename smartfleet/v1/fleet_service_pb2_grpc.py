@@ -5,9 +5,11 @@ import warnings
 
 from smartfleet.v1 import accounts_pb2 as smartfleet_dot_v1_dot_accounts__pb2
 from smartfleet.v1 import artifacts_pb2 as smartfleet_dot_v1_dot_artifacts__pb2
-from smartfleet.v1 import node_pb2 as smartfleet_dot_v1_dot_node__pb2
+from smartfleet.v1 import fleet_service_pb2 as smartfleet_dot_v1_dot_fleet__service__pb2
+from smartfleet.v1 import nodes_pb2 as smartfleet_dot_v1_dot_nodes__pb2
 from smartfleet.v1 import results_pb2 as smartfleet_dot_v1_dot_results__pb2
 from smartfleet.v1 import runs_pb2 as smartfleet_dot_v1_dot_runs__pb2
+from smartfleet.v1 import schedules_pb2 as smartfleet_dot_v1_dot_schedules__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,15 +24,17 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in smartfleet/v1/scheduler_pb2_grpc.py depends on'
+        + ' but the generated code in smartfleet/v1/fleet_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class SchedulerStub:
-    """The scheduler's internal API, called by gateways. Not exposed to users.
+class FleetServiceStub:
+    """The public Smartfleet API. Served by the gateway, which authenticates every call
+    (`authorization: Bearer <token>` metadata) and forwards it to the scheduler, which serves
+    the same service on its internal listener to gateways only. docs/api.md is the reference.
     """
 
     def __init__(self, channel):
@@ -40,169 +44,179 @@ class SchedulerStub:
             channel: A grpc.Channel.
         """
         self.CreateRun = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/CreateRun',
+                '/smartfleet.v1.FleetService/CreateRun',
                 request_serializer=smartfleet_dot_v1_dot_runs__pb2.CreateRunRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.CreateRunResponse.FromString,
                 _registered_method=True)
         self.StartRun = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/StartRun',
+                '/smartfleet.v1.FleetService/StartRun',
                 request_serializer=smartfleet_dot_v1_dot_runs__pb2.StartRunRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.StartRunResponse.FromString,
                 _registered_method=True)
         self.GetRun = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/GetRun',
+                '/smartfleet.v1.FleetService/GetRun',
                 request_serializer=smartfleet_dot_v1_dot_runs__pb2.GetRunRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.GetRunResponse.FromString,
                 _registered_method=True)
         self.ListRuns = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ListRuns',
+                '/smartfleet.v1.FleetService/ListRuns',
                 request_serializer=smartfleet_dot_v1_dot_runs__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=smartfleet_dot_v1_dot_runs__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
         self.GetRunStats = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/GetRunStats',
+                '/smartfleet.v1.FleetService/GetRunStats',
                 request_serializer=smartfleet_dot_v1_dot_runs__pb2.GetRunStatsRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.RunStats.FromString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.GetRunStatsResponse.FromString,
                 _registered_method=True)
         self.ListResults = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ListResults',
+                '/smartfleet.v1.FleetService/ListResults',
                 request_serializer=smartfleet_dot_v1_dot_results__pb2.ListResultsRequest.SerializeToString,
                 response_deserializer=smartfleet_dot_v1_dot_results__pb2.ListResultsResponse.FromString,
                 _registered_method=True)
         self.WatchRun = channel.unary_stream(
-                '/smartfleet.v1.Scheduler/WatchRun',
+                '/smartfleet.v1.FleetService/WatchRun',
                 request_serializer=smartfleet_dot_v1_dot_runs__pb2.WatchRunRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
-                _registered_method=True)
-        self.ListNodes = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ListNodes',
-                request_serializer=smartfleet_dot_v1_dot_node__pb2.ListNodesRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_node__pb2.ListNodesResponse.FromString,
-                _registered_method=True)
-        self.CordonNode = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/CordonNode',
-                request_serializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_node__pb2.Node.FromString,
-                _registered_method=True)
-        self.DrainNode = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/DrainNode',
-                request_serializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_node__pb2.Node.FromString,
-                _registered_method=True)
-        self.UncordonNode = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/UncordonNode',
-                request_serializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_node__pb2.Node.FromString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.WatchRunResponse.FromString,
                 _registered_method=True)
         self.PauseRun = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/PauseRun',
-                request_serializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                '/smartfleet.v1.FleetService/PauseRun',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.PauseRunRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.PauseRunResponse.FromString,
                 _registered_method=True)
         self.ResumeRun = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ResumeRun',
-                request_serializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                '/smartfleet.v1.FleetService/ResumeRun',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.ResumeRunRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.ResumeRunResponse.FromString,
                 _registered_method=True)
         self.CancelRun = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/CancelRun',
-                request_serializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                '/smartfleet.v1.FleetService/CancelRun',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
         self.ExpediteRun = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ExpediteRun',
-                request_serializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+                '/smartfleet.v1.FleetService/ExpediteRun',
+                request_serializer=smartfleet_dot_v1_dot_runs__pb2.ExpediteRunRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.ExpediteRunResponse.FromString,
                 _registered_method=True)
         self.ListJobs = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ListJobs',
+                '/smartfleet.v1.FleetService/ListJobs',
                 request_serializer=smartfleet_dot_v1_dot_runs__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=smartfleet_dot_v1_dot_runs__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
-        self.ListHosts = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ListHosts',
-                request_serializer=smartfleet_dot_v1_dot_runs__pb2.ListHostsRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.ListHostsResponse.FromString,
-                _registered_method=True)
-        self.ResetHostBackoff = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ResetHostBackoff',
-                request_serializer=smartfleet_dot_v1_dot_runs__pb2.ResetHostBackoffRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_runs__pb2.HostBackoff.FromString,
-                _registered_method=True)
-        self.CreateAccount = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/CreateAccount',
-                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.CreateAccountRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
-                _registered_method=True)
-        self.UpdateAccount = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/UpdateAccount',
-                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
-                _registered_method=True)
-        self.GetAccount = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/GetAccount',
-                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.AccountRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
-                _registered_method=True)
-        self.ListAccounts = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ListAccounts',
-                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
-                _registered_method=True)
-        self.DeleteAccount = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/DeleteAccount',
-                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.AccountRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountResponse.FromString,
-                _registered_method=True)
-        self.CreateSchedule = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/CreateSchedule',
-                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.CreateScheduleRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
-                _registered_method=True)
-        self.GetSchedule = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/GetSchedule',
-                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
-                _registered_method=True)
-        self.ListSchedules = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ListSchedules',
-                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesResponse.FromString,
-                _registered_method=True)
-        self.SetSchedulePaused = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/SetSchedulePaused',
-                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.SetSchedulePausedRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
-                _registered_method=True)
-        self.DeleteSchedule = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/DeleteSchedule',
-                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteScheduleResponse.FromString,
-                _registered_method=True)
         self.ListArtifacts = channel.unary_unary(
-                '/smartfleet.v1.Scheduler/ListArtifacts',
+                '/smartfleet.v1.FleetService/ListArtifacts',
                 request_serializer=smartfleet_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.SerializeToString,
                 response_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.FromString,
                 _registered_method=True)
         self.GetArtifact = channel.unary_stream(
-                '/smartfleet.v1.Scheduler/GetArtifact',
+                '/smartfleet.v1.FleetService/GetArtifact',
                 request_serializer=smartfleet_dot_v1_dot_artifacts__pb2.GetArtifactRequest.SerializeToString,
-                response_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.ArtifactChunk.FromString,
+                response_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.GetArtifactResponse.FromString,
+                _registered_method=True)
+        self.ListNodes = channel.unary_unary(
+                '/smartfleet.v1.FleetService/ListNodes',
+                request_serializer=smartfleet_dot_v1_dot_nodes__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_nodes__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
+        self.CordonNode = channel.unary_unary(
+                '/smartfleet.v1.FleetService/CordonNode',
+                request_serializer=smartfleet_dot_v1_dot_nodes__pb2.CordonNodeRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_nodes__pb2.CordonNodeResponse.FromString,
+                _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/smartfleet.v1.FleetService/DrainNode',
+                request_serializer=smartfleet_dot_v1_dot_nodes__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_nodes__pb2.DrainNodeResponse.FromString,
+                _registered_method=True)
+        self.UncordonNode = channel.unary_unary(
+                '/smartfleet.v1.FleetService/UncordonNode',
+                request_serializer=smartfleet_dot_v1_dot_nodes__pb2.UncordonNodeRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_nodes__pb2.UncordonNodeResponse.FromString,
+                _registered_method=True)
+        self.ListHosts = channel.unary_unary(
+                '/smartfleet.v1.FleetService/ListHosts',
+                request_serializer=smartfleet_dot_v1_dot_nodes__pb2.ListHostsRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_nodes__pb2.ListHostsResponse.FromString,
+                _registered_method=True)
+        self.ResetHostBackoff = channel.unary_unary(
+                '/smartfleet.v1.FleetService/ResetHostBackoff',
+                request_serializer=smartfleet_dot_v1_dot_nodes__pb2.ResetHostBackoffRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_nodes__pb2.ResetHostBackoffResponse.FromString,
+                _registered_method=True)
+        self.CreateAccount = channel.unary_unary(
+                '/smartfleet.v1.FleetService/CreateAccount',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.CreateAccountRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.CreateAccountResponse.FromString,
+                _registered_method=True)
+        self.UpdateAccount = channel.unary_unary(
+                '/smartfleet.v1.FleetService/UpdateAccount',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountResponse.FromString,
+                _registered_method=True)
+        self.GetAccount = channel.unary_unary(
+                '/smartfleet.v1.FleetService/GetAccount',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.GetAccountRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.GetAccountResponse.FromString,
+                _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/smartfleet.v1.FleetService/ListAccounts',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/smartfleet.v1.FleetService/DeleteAccount',
+                request_serializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/smartfleet.v1.FleetService/CreateSchedule',
+                request_serializer=smartfleet_dot_v1_dot_schedules__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_schedules__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/smartfleet.v1.FleetService/GetSchedule',
+                request_serializer=smartfleet_dot_v1_dot_schedules__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_schedules__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/smartfleet.v1.FleetService/ListSchedules',
+                request_serializer=smartfleet_dot_v1_dot_schedules__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_schedules__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.SetSchedulePaused = channel.unary_unary(
+                '/smartfleet.v1.FleetService/SetSchedulePaused',
+                request_serializer=smartfleet_dot_v1_dot_schedules__pb2.SetSchedulePausedRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_schedules__pb2.SetSchedulePausedResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/smartfleet.v1.FleetService/DeleteSchedule',
+                request_serializer=smartfleet_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/smartfleet.v1.FleetService/GetServerInfo',
+                request_serializer=smartfleet_dot_v1_dot_fleet__service__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=smartfleet_dot_v1_dot_fleet__service__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
 
 
-class SchedulerServicer:
-    """The scheduler's internal API, called by gateways. Not exposed to users.
+class FleetServiceServicer:
+    """The public Smartfleet API. Served by the gateway, which authenticates every call
+    (`authorization: Bearer <token>` metadata) and forwards it to the scheduler, which serves
+    the same service on its internal listener to gateways only. docs/api.md is the reference.
     """
 
     def CreateRun(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Validates the spec (every invalid field is named) and creates a run, a draft unless
+        `start`; with `validate_only`, returns the plan and creates nothing.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StartRun(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Starts a draft run (a running run is returned as it is).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -220,7 +234,8 @@ class SchedulerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetRunStats(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Outcomes, success rate and percentiles of the run's stored results, overall and per cell.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -232,7 +247,56 @@ class SchedulerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchRun(self, request, context):
-        """A snapshot at once, then one on every change (coalesced), until the run is final.
+        """Live progress: a snapshot at once, then one on every change, until the run is final.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseRun(self, request, context):
+        """Dispatch stops; running sessions finish. Resume continues where it stopped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """Dispatch stops, in-flight sessions are aborted on the nodes, the run ends `cancelled`
+        with its partial results kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpediteRun(self, request, context):
+        """Start every remaining session now, regardless of the pacing plan.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """A run's jobs (one per session, with its latest attempt), e.g. the dead ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArtifacts(self, request, context):
+        """The artifacts a run's sessions kept (screenshots, traces, HARs), per the run's policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetArtifact(self, request, context):
+        """One artifact's bytes, in chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -265,41 +329,9 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PauseRun(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ResumeRun(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CancelRun(self, request, context):
-        """Dispatch stops, in-flight sessions are aborted on the nodes, the run ends `cancelled`
-        with its partial results kept.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ExpediteRun(self, request, context):
-        """Start every remaining session now, regardless of the pacing plan.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListJobs(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ListHosts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Target origins resting after errors (the fleet-wide backoff).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -370,37 +402,30 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListArtifacts(self, request, context):
-        """The artifacts a run's sessions kept (screenshots, traces, HARs), per the run's policy.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetArtifact(self, request, context):
-        """One artifact's bytes, in chunks.
+    def GetServerInfo(self, request, context):
+        """Versions of the service answering (gateway or scheduler) and of the one behind it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
 
-def add_SchedulerServicer_to_server(servicer, server):
+def add_FleetServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateRun': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRun,
                     request_deserializer=smartfleet_dot_v1_dot_runs__pb2.CreateRunRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.CreateRunResponse.SerializeToString,
             ),
             'StartRun': grpc.unary_unary_rpc_method_handler(
                     servicer.StartRun,
                     request_deserializer=smartfleet_dot_v1_dot_runs__pb2.StartRunRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.StartRunResponse.SerializeToString,
             ),
             'GetRun': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRun,
                     request_deserializer=smartfleet_dot_v1_dot_runs__pb2.GetRunRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.GetRunResponse.SerializeToString,
             ),
             'ListRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRuns,
@@ -410,7 +435,7 @@ def add_SchedulerServicer_to_server(servicer, server):
             'GetRunStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRunStats,
                     request_deserializer=smartfleet_dot_v1_dot_runs__pb2.GetRunStatsRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.RunStats.SerializeToString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.GetRunStatsResponse.SerializeToString,
             ),
             'ListResults': grpc.unary_unary_rpc_method_handler(
                     servicer.ListResults,
@@ -420,112 +445,32 @@ def add_SchedulerServicer_to_server(servicer, server):
             'WatchRun': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchRun,
                     request_deserializer=smartfleet_dot_v1_dot_runs__pb2.WatchRunRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
-            ),
-            'ListNodes': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListNodes,
-                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.ListNodesRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_node__pb2.ListNodesResponse.SerializeToString,
-            ),
-            'CordonNode': grpc.unary_unary_rpc_method_handler(
-                    servicer.CordonNode,
-                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_node__pb2.Node.SerializeToString,
-            ),
-            'DrainNode': grpc.unary_unary_rpc_method_handler(
-                    servicer.DrainNode,
-                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_node__pb2.Node.SerializeToString,
-            ),
-            'UncordonNode': grpc.unary_unary_rpc_method_handler(
-                    servicer.UncordonNode,
-                    request_deserializer=smartfleet_dot_v1_dot_node__pb2.NodeRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_node__pb2.Node.SerializeToString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.WatchRunResponse.SerializeToString,
             ),
             'PauseRun': grpc.unary_unary_rpc_method_handler(
                     servicer.PauseRun,
-                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.PauseRunRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.PauseRunResponse.SerializeToString,
             ),
             'ResumeRun': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeRun,
-                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.ResumeRunRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.ResumeRunResponse.SerializeToString,
             ),
             'CancelRun': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelRun,
-                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.CancelRunRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.CancelRunResponse.SerializeToString,
             ),
             'ExpediteRun': grpc.unary_unary_rpc_method_handler(
                     servicer.ExpediteRun,
-                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.RunRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.Run.SerializeToString,
+                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.ExpediteRunRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.ExpediteRunResponse.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
                     request_deserializer=smartfleet_dot_v1_dot_runs__pb2.ListJobsRequest.FromString,
                     response_serializer=smartfleet_dot_v1_dot_runs__pb2.ListJobsResponse.SerializeToString,
-            ),
-            'ListHosts': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListHosts,
-                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.ListHostsRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.ListHostsResponse.SerializeToString,
-            ),
-            'ResetHostBackoff': grpc.unary_unary_rpc_method_handler(
-                    servicer.ResetHostBackoff,
-                    request_deserializer=smartfleet_dot_v1_dot_runs__pb2.ResetHostBackoffRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_runs__pb2.HostBackoff.SerializeToString,
-            ),
-            'CreateAccount': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateAccount,
-                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.CreateAccountRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Account.SerializeToString,
-            ),
-            'UpdateAccount': grpc.unary_unary_rpc_method_handler(
-                    servicer.UpdateAccount,
-                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Account.SerializeToString,
-            ),
-            'GetAccount': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetAccount,
-                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.AccountRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Account.SerializeToString,
-            ),
-            'ListAccounts': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListAccounts,
-                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsResponse.SerializeToString,
-            ),
-            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
-                    servicer.DeleteAccount,
-                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.AccountRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountResponse.SerializeToString,
-            ),
-            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateSchedule,
-                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.CreateScheduleRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.SerializeToString,
-            ),
-            'GetSchedule': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetSchedule,
-                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.SerializeToString,
-            ),
-            'ListSchedules': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListSchedules,
-                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesResponse.SerializeToString,
-            ),
-            'SetSchedulePaused': grpc.unary_unary_rpc_method_handler(
-                    servicer.SetSchedulePaused,
-                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.SetSchedulePausedRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.Schedule.SerializeToString,
-            ),
-            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
-                    servicer.DeleteSchedule,
-                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteScheduleResponse.SerializeToString,
             ),
             'ListArtifacts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListArtifacts,
@@ -535,18 +480,105 @@ def add_SchedulerServicer_to_server(servicer, server):
             'GetArtifact': grpc.unary_stream_rpc_method_handler(
                     servicer.GetArtifact,
                     request_deserializer=smartfleet_dot_v1_dot_artifacts__pb2.GetArtifactRequest.FromString,
-                    response_serializer=smartfleet_dot_v1_dot_artifacts__pb2.ArtifactChunk.SerializeToString,
+                    response_serializer=smartfleet_dot_v1_dot_artifacts__pb2.GetArtifactResponse.SerializeToString,
+            ),
+            'ListNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodes,
+                    request_deserializer=smartfleet_dot_v1_dot_nodes__pb2.ListNodesRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_nodes__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'CordonNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.CordonNode,
+                    request_deserializer=smartfleet_dot_v1_dot_nodes__pb2.CordonNodeRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_nodes__pb2.CordonNodeResponse.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=smartfleet_dot_v1_dot_nodes__pb2.DrainNodeRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_nodes__pb2.DrainNodeResponse.SerializeToString,
+            ),
+            'UncordonNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UncordonNode,
+                    request_deserializer=smartfleet_dot_v1_dot_nodes__pb2.UncordonNodeRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_nodes__pb2.UncordonNodeResponse.SerializeToString,
+            ),
+            'ListHosts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHosts,
+                    request_deserializer=smartfleet_dot_v1_dot_nodes__pb2.ListHostsRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_nodes__pb2.ListHostsResponse.SerializeToString,
+            ),
+            'ResetHostBackoff': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetHostBackoff,
+                    request_deserializer=smartfleet_dot_v1_dot_nodes__pb2.ResetHostBackoffRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_nodes__pb2.ResetHostBackoffResponse.SerializeToString,
+            ),
+            'CreateAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAccount,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.CreateAccountRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.CreateAccountResponse.SerializeToString,
+            ),
+            'UpdateAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAccount,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountResponse.SerializeToString,
+            ),
+            'GetAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccount,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.GetAccountRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.GetAccountResponse.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.ListAccountsResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=smartfleet_dot_v1_dot_schedules__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_schedules__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=smartfleet_dot_v1_dot_schedules__pb2.GetScheduleRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_schedules__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=smartfleet_dot_v1_dot_schedules__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_schedules__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'SetSchedulePaused': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSchedulePaused,
+                    request_deserializer=smartfleet_dot_v1_dot_schedules__pb2.SetSchedulePausedRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_schedules__pb2.SetSchedulePausedResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=smartfleet_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=smartfleet_dot_v1_dot_fleet__service__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=smartfleet_dot_v1_dot_fleet__service__pb2.GetServerInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'smartfleet.v1.Scheduler', rpc_method_handlers)
+            'smartfleet.v1.FleetService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('smartfleet.v1.Scheduler', rpc_method_handlers)
+    server.add_registered_method_handlers('smartfleet.v1.FleetService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Scheduler:
-    """The scheduler's internal API, called by gateways. Not exposed to users.
+class FleetService:
+    """The public Smartfleet API. Served by the gateway, which authenticates every call
+    (`authorization: Bearer <token>` metadata) and forwards it to the scheduler, which serves
+    the same service on its internal listener to gateways only. docs/api.md is the reference.
     """
 
     @staticmethod
@@ -563,9 +595,9 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/CreateRun',
+            '/smartfleet.v1.FleetService/CreateRun',
             smartfleet_dot_v1_dot_runs__pb2.CreateRunRequest.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            smartfleet_dot_v1_dot_runs__pb2.CreateRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -590,9 +622,9 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/StartRun',
+            '/smartfleet.v1.FleetService/StartRun',
             smartfleet_dot_v1_dot_runs__pb2.StartRunRequest.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            smartfleet_dot_v1_dot_runs__pb2.StartRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -617,9 +649,9 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/GetRun',
+            '/smartfleet.v1.FleetService/GetRun',
             smartfleet_dot_v1_dot_runs__pb2.GetRunRequest.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            smartfleet_dot_v1_dot_runs__pb2.GetRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -644,7 +676,7 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/ListRuns',
+            '/smartfleet.v1.FleetService/ListRuns',
             smartfleet_dot_v1_dot_runs__pb2.ListRunsRequest.SerializeToString,
             smartfleet_dot_v1_dot_runs__pb2.ListRunsResponse.FromString,
             options,
@@ -671,9 +703,9 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/GetRunStats',
+            '/smartfleet.v1.FleetService/GetRunStats',
             smartfleet_dot_v1_dot_runs__pb2.GetRunStatsRequest.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.RunStats.FromString,
+            smartfleet_dot_v1_dot_runs__pb2.GetRunStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -698,7 +730,7 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/ListResults',
+            '/smartfleet.v1.FleetService/ListResults',
             smartfleet_dot_v1_dot_results__pb2.ListResultsRequest.SerializeToString,
             smartfleet_dot_v1_dot_results__pb2.ListResultsResponse.FromString,
             options,
@@ -725,117 +757,9 @@ class Scheduler:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/smartfleet.v1.Scheduler/WatchRun',
+            '/smartfleet.v1.FleetService/WatchRun',
             smartfleet_dot_v1_dot_runs__pb2.WatchRunRequest.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListNodes(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/ListNodes',
-            smartfleet_dot_v1_dot_node__pb2.ListNodesRequest.SerializeToString,
-            smartfleet_dot_v1_dot_node__pb2.ListNodesResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CordonNode(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/CordonNode',
-            smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
-            smartfleet_dot_v1_dot_node__pb2.Node.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def DrainNode(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/DrainNode',
-            smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
-            smartfleet_dot_v1_dot_node__pb2.Node.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def UncordonNode(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/UncordonNode',
-            smartfleet_dot_v1_dot_node__pb2.NodeRef.SerializeToString,
-            smartfleet_dot_v1_dot_node__pb2.Node.FromString,
+            smartfleet_dot_v1_dot_runs__pb2.WatchRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -860,9 +784,9 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/PauseRun',
-            smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            '/smartfleet.v1.FleetService/PauseRun',
+            smartfleet_dot_v1_dot_runs__pb2.PauseRunRequest.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.PauseRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -887,9 +811,9 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/ResumeRun',
-            smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            '/smartfleet.v1.FleetService/ResumeRun',
+            smartfleet_dot_v1_dot_runs__pb2.ResumeRunRequest.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.ResumeRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -914,9 +838,9 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/CancelRun',
-            smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            '/smartfleet.v1.FleetService/CancelRun',
+            smartfleet_dot_v1_dot_runs__pb2.CancelRunRequest.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.CancelRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -941,9 +865,9 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/ExpediteRun',
-            smartfleet_dot_v1_dot_runs__pb2.RunRef.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.Run.FromString,
+            '/smartfleet.v1.FleetService/ExpediteRun',
+            smartfleet_dot_v1_dot_runs__pb2.ExpediteRunRequest.SerializeToString,
+            smartfleet_dot_v1_dot_runs__pb2.ExpediteRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -968,333 +892,9 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/ListJobs',
+            '/smartfleet.v1.FleetService/ListJobs',
             smartfleet_dot_v1_dot_runs__pb2.ListJobsRequest.SerializeToString,
             smartfleet_dot_v1_dot_runs__pb2.ListJobsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListHosts(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/ListHosts',
-            smartfleet_dot_v1_dot_runs__pb2.ListHostsRequest.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.ListHostsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ResetHostBackoff(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/ResetHostBackoff',
-            smartfleet_dot_v1_dot_runs__pb2.ResetHostBackoffRequest.SerializeToString,
-            smartfleet_dot_v1_dot_runs__pb2.HostBackoff.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CreateAccount(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/CreateAccount',
-            smartfleet_dot_v1_dot_accounts__pb2.CreateAccountRequest.SerializeToString,
-            smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def UpdateAccount(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/UpdateAccount',
-            smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountRequest.SerializeToString,
-            smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetAccount(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/GetAccount',
-            smartfleet_dot_v1_dot_accounts__pb2.AccountRef.SerializeToString,
-            smartfleet_dot_v1_dot_accounts__pb2.Account.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListAccounts(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/ListAccounts',
-            smartfleet_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
-            smartfleet_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def DeleteAccount(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/DeleteAccount',
-            smartfleet_dot_v1_dot_accounts__pb2.AccountRef.SerializeToString,
-            smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CreateSchedule(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/CreateSchedule',
-            smartfleet_dot_v1_dot_accounts__pb2.CreateScheduleRequest.SerializeToString,
-            smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetSchedule(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/GetSchedule',
-            smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.SerializeToString,
-            smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListSchedules(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/ListSchedules',
-            smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesRequest.SerializeToString,
-            smartfleet_dot_v1_dot_accounts__pb2.ListSchedulesResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SetSchedulePaused(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/SetSchedulePaused',
-            smartfleet_dot_v1_dot_accounts__pb2.SetSchedulePausedRequest.SerializeToString,
-            smartfleet_dot_v1_dot_accounts__pb2.Schedule.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def DeleteSchedule(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/smartfleet.v1.Scheduler/DeleteSchedule',
-            smartfleet_dot_v1_dot_accounts__pb2.ScheduleRef.SerializeToString,
-            smartfleet_dot_v1_dot_accounts__pb2.DeleteScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1319,7 +919,7 @@ class Scheduler:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smartfleet.v1.Scheduler/ListArtifacts',
+            '/smartfleet.v1.FleetService/ListArtifacts',
             smartfleet_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.SerializeToString,
             smartfleet_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.FromString,
             options,
@@ -1346,9 +946,468 @@ class Scheduler:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/smartfleet.v1.Scheduler/GetArtifact',
+            '/smartfleet.v1.FleetService/GetArtifact',
             smartfleet_dot_v1_dot_artifacts__pb2.GetArtifactRequest.SerializeToString,
-            smartfleet_dot_v1_dot_artifacts__pb2.ArtifactChunk.FromString,
+            smartfleet_dot_v1_dot_artifacts__pb2.GetArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/ListNodes',
+            smartfleet_dot_v1_dot_nodes__pb2.ListNodesRequest.SerializeToString,
+            smartfleet_dot_v1_dot_nodes__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CordonNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/CordonNode',
+            smartfleet_dot_v1_dot_nodes__pb2.CordonNodeRequest.SerializeToString,
+            smartfleet_dot_v1_dot_nodes__pb2.CordonNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/DrainNode',
+            smartfleet_dot_v1_dot_nodes__pb2.DrainNodeRequest.SerializeToString,
+            smartfleet_dot_v1_dot_nodes__pb2.DrainNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UncordonNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/UncordonNode',
+            smartfleet_dot_v1_dot_nodes__pb2.UncordonNodeRequest.SerializeToString,
+            smartfleet_dot_v1_dot_nodes__pb2.UncordonNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHosts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/ListHosts',
+            smartfleet_dot_v1_dot_nodes__pb2.ListHostsRequest.SerializeToString,
+            smartfleet_dot_v1_dot_nodes__pb2.ListHostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetHostBackoff(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/ResetHostBackoff',
+            smartfleet_dot_v1_dot_nodes__pb2.ResetHostBackoffRequest.SerializeToString,
+            smartfleet_dot_v1_dot_nodes__pb2.ResetHostBackoffResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/CreateAccount',
+            smartfleet_dot_v1_dot_accounts__pb2.CreateAccountRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.CreateAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/UpdateAccount',
+            smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.UpdateAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/GetAccount',
+            smartfleet_dot_v1_dot_accounts__pb2.GetAccountRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.GetAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/ListAccounts',
+            smartfleet_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/DeleteAccount',
+            smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountRequest.SerializeToString,
+            smartfleet_dot_v1_dot_accounts__pb2.DeleteAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/CreateSchedule',
+            smartfleet_dot_v1_dot_schedules__pb2.CreateScheduleRequest.SerializeToString,
+            smartfleet_dot_v1_dot_schedules__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/GetSchedule',
+            smartfleet_dot_v1_dot_schedules__pb2.GetScheduleRequest.SerializeToString,
+            smartfleet_dot_v1_dot_schedules__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/ListSchedules',
+            smartfleet_dot_v1_dot_schedules__pb2.ListSchedulesRequest.SerializeToString,
+            smartfleet_dot_v1_dot_schedules__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSchedulePaused(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/SetSchedulePaused',
+            smartfleet_dot_v1_dot_schedules__pb2.SetSchedulePausedRequest.SerializeToString,
+            smartfleet_dot_v1_dot_schedules__pb2.SetSchedulePausedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/DeleteSchedule',
+            smartfleet_dot_v1_dot_schedules__pb2.DeleteScheduleRequest.SerializeToString,
+            smartfleet_dot_v1_dot_schedules__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smartfleet.v1.FleetService/GetServerInfo',
+            smartfleet_dot_v1_dot_fleet__service__pb2.GetServerInfoRequest.SerializeToString,
+            smartfleet_dot_v1_dot_fleet__service__pb2.GetServerInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
