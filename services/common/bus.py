@@ -83,7 +83,8 @@ async def connect(
         logger.warning("nats: %s", error)
 
     async def on_disconnected() -> None:
-        logger.warning("nats: disconnected; reconnecting")
+        if not (nc.is_closed or nc.is_draining):
+            logger.warning("nats: disconnected; reconnecting")
 
     async def on_reconnected() -> None:
         logger.info("nats: reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?")

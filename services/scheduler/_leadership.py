@@ -130,7 +130,8 @@ class Leadership:
         if not self.is_leader:
             return
         self.is_leader = False
-        logger.warning("no longer the leader: %s", why)
+        level = logging.INFO if why == "stopping" else logging.WARNING
+        logger.log(level, "no longer the leader: %s", why)
         leading, self._leading = self._leading, None
         if leading is not None and not leading.done():
             leading.cancel()
