@@ -23,14 +23,17 @@ REPO = Path(__file__).resolve().parents[1]
 class ServiceProcess:
     def __init__(
         self,
-        module: str,
+        module: str = "",
         *,
         env: Mapping[str, str],
         workdir: Path,
         name: str,
         prefix: Sequence[str] = (),
+        argv: Sequence[str] = (),
     ) -> None:
+        """`module` runs as `python -m module`; or `argv` as it is (no ready file then)."""
         self.module = module
+        self._argv = list(argv) if argv else [sys.executable, "-m", module]
         self.name = name
         self._env = dict(env)
         self._prefix = list(prefix)
@@ -49,10 +52,13 @@ class ServiceProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
-    async def start(self, *, timeout: float = 60.0) -> dict[str, Any]:
+    async def start(self, *, timeout: float = 60.0, ready: bool = True) -> dict[str, Any]:
+        """Start it; with `ready`, wait for its ready file and return what it says."""
         self.ready_file.unlink(missing_ok=True)
         env = {
-            **{key: value for key, value in os.environ.items() if not key.startswith("SMARTFLEET_")},
+            **{
+                key: value for key, value in os.environ.items() if not key.startswith("SMARTFLEET_")
+            },
             "PYTHONPATH": str(REPO),
             "SMARTFLEET_READY_FILE": str(self.ready_file),
             "SMARTFLEET_LOG_JSON": "false",
@@ -61,15 +67,15 @@ class ServiceProcess:
         with open(self.log, "ab") as log:
             self._process = await asyncio.create_subprocess_exec(
                 *self._prefix,
-                sys.executable,
-                "-m",
-                self.module,
+                *self._argv,
                 env=env,
                 cwd=REPO,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
             )
+        if not ready:
+            return {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:

@@ -26,8 +26,14 @@ STREAM = "SMARTFLEET_JOBS"
 SUBJECT_PREFIX = "smartfleet.jobs"
 # Re-publishes of the same (job id, attempt) inside this window are dropped by the stream.
 DUPLICATE_WINDOW = timedelta(minutes=2)
-# How long a batch of publishes waits for the stream's acks before the rest count as failed.
-PUBLISH_TIMEOUT = timedelta(seconds=5)
+# How long a batch of publishes waits for the stream's acks before the rest count as failed
+# (they go again at the next tick: a stream electing a new leader is retried this often).
+PUBLISH_TIMEOUT = timedelta(seconds=2)
+# After this many batches in a row without a single ack, the bus asks its server for a PONG;
+# a server that does not answer within PONG_TIMEOUT (a cut link: no RST, and pings would take
+# ~20 s to tell) is left for the next one in the list.
+SILENT_BATCHES = 2
+PONG_TIMEOUT = timedelta(seconds=2)
 # A connection whose server vanished without a word (a cut link, no RST) is given up after
 # about MAX_OUTSTANDING_PINGS unanswered pings this far apart (nats-py's default is 2 minutes).
 PING_INTERVAL = timedelta(seconds=10)
@@ -146,6 +152,8 @@ class JobBus:
         self._nc: NatsClient | None = None
         self.duplicate_window = duplicate_window
         self.replicas = replicas
+        self._silent_batches = 0
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def js(self) -> JetStreamContext:
@@ -256,6 +264,7 @@ class JobBus:
             )
             for ack in late:
                 ack.cancel()
+            self._silent_batches = self._silent_batches + 1 if len(late) == len(sent) else 0
             for envelope, ack in sent:
                 if ack.cancelled():
                     failed.append((envelope, TimeoutError("no ack from the stream")))
@@ -269,4 +278,29 @@ class JobBus:
                 first.job_id,
                 reason or type(reason).__name__,
             )
+        if self._silent_batches >= SILENT_BATCHES:
+            self._silent_batches = 0
+            await self._leave_if_silent()
         return [envelope for envelope, _ in failed]
+
+    async def _leave_if_silent(self) -> None:
+        """No acks at all: if the server itself is silent, connect to the next one."""
+        nc = self._nc
+        if nc is None:
+            return  # a JetStream context of someone else's connection: theirs to manage
+        try:
+            await nc.flush(timeout=int(PONG_TIMEOUT.total_seconds()))
+            return  # the server answers: the stream is electing a leader, publishes go on
+        except Exception as error:
+            silent = nc.connected_url.netloc if nc.connected_url else "?"
+            logger.warning("nats server %s does not answer (%s); trying the next", silent, error)
+        servers = sorted(self._servers, key=lambda url: silent in url)  # it goes last
+        try:
+            fresh = await connect(servers, name=self._name)
+        except Exception as error:
+            logger.warning("no other nats server answers either (%s); staying", error)
+            return
+        self._nc, self._js = fresh, fresh.jetstream()
+        closing = asyncio.get_running_loop().create_task(close(nc, timeout=2.0))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)

@@ -101,7 +101,9 @@ async def test_one_leads_and_the_standby_serves_reads_and_names_it_for_writes(
         grpc.aio.insecure_channel(standby.address) as to_standby,
     ):
         run = await scheduler_pb2_grpc.SchedulerStub(to_leader).CreateRun(
-            runs_pb2.CreateRunRequest(spec=runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=1)),
+            runs_pb2.CreateRunRequest(
+                spec=runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=1)
+            ),
             timeout=5,
         )
         api = scheduler_pb2_grpc.SchedulerStub(to_standby)
@@ -139,7 +141,9 @@ async def test_clients_given_both_addresses_follow_the_leader(
         async with grpc.aio.insecure_channel(address) as channel:
             fleet = fleet_pb2_grpc.FleetStub(channel)
             run = await fleet.CreateRun(
-                runs_pb2.CreateRunRequest(spec=runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=1)),
+                runs_pb2.CreateRunRequest(
+                    spec=runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=1)
+                ),
                 metadata=(("authorization", "Bearer t"),),
                 timeout=10,
             )
