@@ -47,9 +47,7 @@ def test_every_manifest_passes_the_schema_validator(tmp_path: Path) -> None:
     accepted = subprocess.run([*command, *map(str, MANIFESTS)], capture_output=True, text=True)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     broken = tmp_path / "broken.yaml"
-    broken.write_text(
-        (K8S / "gateway.yaml").read_text().replace("replicas: 2", 'replicas: "two"')
-    )
+    broken.write_text((K8S / "gateway.yaml").read_text().replace("replicas: 2", 'replicas: "two"'))
     refused = subprocess.run([*command, str(broken)], capture_output=True, text=True)
     assert refused.returncode != 0
 
