@@ -27,12 +27,12 @@ import grpc
 import nats
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench._netns import BRIDGE_ADDRESS, Host, Network
+from bench._service import ServiceProcess
 from services.common.config import GatewaySettings
 from services.common.nats_server import find_nats_server
 from services.gateway.server import GatewayService
 from tests.conftest import POSTGRES_URL
-from tests.e2e.netns import BRIDGE_ADDRESS, Host, Network
-from tests.processes import ServiceProcess
 
 NATS_PORT = 4222
 ROUTE_PORT = 6222

@@ -38,12 +38,12 @@ import nats
 import pytest
 from google.protobuf import duration_pb2
 
+from bench._netns import unavailable_reason
+from bench._service import REPO
 from services.common import bus
 from smartfleet.v1 import fleet_pb2_grpc, node_pb2, runs_pb2
 from tests.conftest import postgres_available
 from tests.e2e.multihost import DEMO_PORT, TOKEN, Fleet, serving
-from tests.e2e.netns import unavailable_reason
-from tests.processes import REPO
 
 _REASON = unavailable_reason() or (None if postgres_available() else "no PostgreSQL on :5432")
 pytestmark = [

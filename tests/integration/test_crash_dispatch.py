@@ -13,6 +13,7 @@ import grpc
 import nats
 import pytest
 
+from bench._service import ServiceProcess
 from services.common import bus
 from services.common.config import SchedulerSettings
 from services.common.contracts import envelope_from_bytes, result_to_pb
@@ -22,7 +23,6 @@ from services.scheduler import SchedulerService
 from smartfleet.v1 import node_pb2, node_pb2_grpc, runs_pb2, scheduler_pb2_grpc
 from tests.integration.test_lifecycle import Peer
 from tests.integration.test_scheduler import register, wait_for_status
-from tests.processes import ServiceProcess
 
 pytestmark = pytest.mark.timeout(90)
 

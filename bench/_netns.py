@@ -1,4 +1,4 @@
-"""Simulated hosts for tests: network namespaces on one bridge, addresses from 198.18.0.0/24.
+"""Simulated hosts for tests and benchmarks: network namespaces on one bridge, 198.18.0.0/24.
 
 RFC 2544's benchmarking range: nothing here leaves the machine. The root namespace is the
 bridge's side at 198.18.0.1 (it reaches the local PostgreSQL); host i is 198.18.0.(10+i).

@@ -1,4 +1,5 @@
-"""Smartfleet services in processes of their own, for tests that kill them (-9, SIGTERM).
+"""Smartfleet services in processes of their own, for tests and benchmarks that kill them (-9,
+SIGTERM) or place them in network namespaces.
 
 `ServiceProcess("services.scheduler", env={...}, workdir=...)` runs `python -m services.scheduler`
 with the given SMARTFLEET_* settings (optionally under a prefix such as `ip netns exec h1`),
