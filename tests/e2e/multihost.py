@@ -97,6 +97,7 @@ class Fleet:
         )
         await demo.start(ready=False)
         self.others.append(demo)
+        await self._wait_for_demo_site(self.hosts[0])
         starting = [
             self._start_node(f"n{index + 1}", host, addrs, engine="noop", slots=32)
             for index, host in enumerate(self.hosts)
@@ -143,6 +144,25 @@ class Fleet:
                     await asyncio.sleep(0.25)
         finally:
             await nc.close()
+
+    async def _wait_for_demo_site(self, host: Host, timeout: float = 30.0) -> None:
+        """Until the demo site answers on the host's own loopback (where its node looks)."""
+        probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{DEMO_PORT}/', timeout=1)"
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            check = await asyncio.create_subprocess_exec(
+                *host.exec_prefix(),
+                sys.executable,
+                "-c",
+                probe,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            if await check.wait() == 0:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"the demo site on {host.name} did not answer")
+            await asyncio.sleep(0.25)
 
     async def start_scheduler(self, name: str, first: Host) -> None:
         process = ServiceProcess(
