@@ -34,6 +34,8 @@ PUBLISH_TIMEOUT = timedelta(seconds=2)
 # ~20 s to tell) is left for the next one in the list.
 SILENT_BATCHES = 2
 PONG_TIMEOUT = timedelta(seconds=2)
+# While publishes keep failing, one warning this often.
+FAILURE_LOG_EVERY = timedelta(seconds=5)
 # A connection whose server vanished without a word (a cut link, no RST) is given up after
 # about MAX_OUTSTANDING_PINGS unanswered pings this far apart (nats-py's default is 2 minutes).
 PING_INTERVAL = timedelta(seconds=10)
@@ -154,6 +156,8 @@ class JobBus:
         self.replicas = replicas
         self._silent_batches = 0
         self._closing: set[asyncio.Task[None]] = set()
+        self._failing_since: float | None = None
+        self._failure_logged = 0.0
 
     @property
     def js(self) -> JetStreamContext:
@@ -270,18 +274,34 @@ class JobBus:
                     failed.append((envelope, TimeoutError("no ack from the stream")))
                 elif (nacked := ack.exception()) is not None:
                     failed.append((envelope, nacked))
-        if failed:
-            first, reason = failed[0]
-            logger.warning(
-                "publish of %d envelope(s) failed, e.g. %s: %s; will retry",
-                len(failed),
-                first.job_id,
-                reason or type(reason).__name__,
-            )
+        self._log_failures(failed)
         if self._silent_batches >= SILENT_BATCHES:
             self._silent_batches = 0
             await self._leave_if_silent()
         return [envelope for envelope, _ in failed]
+
+    def _log_failures(self, failed: list[tuple[JobEnvelope, BaseException | None]]) -> None:
+        """A warning when publishes start failing, then one every FAILURE_LOG_EVERY (a stream
+        electing a leader fails every retry for seconds), and a line when they work again."""
+        now = asyncio.get_running_loop().time()
+        if not failed:
+            if self._failing_since is not None:
+                logger.info("publishing works again after %.1fs", now - self._failing_since)
+                self._failing_since = None
+            return
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failure_logged < FAILURE_LOG_EVERY.total_seconds():
+            return
+        self._failure_logged = now
+        first, reason = failed[0]
+        logger.warning(
+            "publish of %d envelope(s) failed, e.g. %s: %s; retrying (failing for %.1fs)",
+            len(failed),
+            first.job_id,
+            reason or type(reason).__name__,
+            now - self._failing_since,
+        )
 
     async def _leave_if_silent(self) -> None:
         """No acks at all: if the server itself is silent, connect to the next one."""
