@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Protocol
@@ -193,7 +194,7 @@ class SqliteLease:
             ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()}, serving on {self.address}\n")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
         self._file = handle
         self.token = 1
