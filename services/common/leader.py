@@ -37,6 +37,8 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", 16 << 20),
 )
 
+_MOVE_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
 T = TypeVar("T")
 StubT = TypeVar("StubT")
 
@@ -99,8 +101,9 @@ class LeaderChannels:
         return stub
 
     def passed_over(self, error: grpc.aio.AioRpcError) -> bool:
-        """Note a failed call; True when the next try should go to another scheduler."""
-        if len(self.addresses) == 1 or error.code() != grpc.StatusCode.UNAVAILABLE:
+        """Note a failed call; True when the next call goes to another scheduler: after a
+        refusal, no connection, or no answer in time (a host cut off sends no RST)."""
+        if len(self.addresses) == 1 or error.code() not in _MOVE_ON:
             return False
         _, leader = refusal_of(error)
         if leader and leader in self.addresses and leader != self.current:
@@ -128,7 +131,9 @@ class LeaderChannels:
             except grpc.aio.AioRpcError as error:
                 standby, _ = refusal_of(error)
                 again = standby or never_sent(error) or idempotent
-                if not again or not self.passed_over(error) or loop.time() >= deadline:
+                # The next call goes elsewhere either way; this one is sent again only if safe.
+                moved = self.passed_over(error)
+                if not (again and moved) or loop.time() >= deadline:
                     raise
                 tried += 1
                 if tried % len(self.addresses) == 0:
@@ -158,7 +163,8 @@ class LeaderChannels:
             except grpc.aio.AioRpcError as error:
                 standby, _ = refusal_of(error)
                 again = not received and (standby or never_sent(error))
-                if not again or not self.passed_over(error) or loop.time() >= deadline:
+                moved = self.passed_over(error)
+                if not (again and moved) or loop.time() >= deadline:
                     raise
                 tried += 1
                 if tried % len(self.addresses) == 0:

@@ -52,8 +52,8 @@ def test_only_a_failed_connection_counts_as_never_sent() -> None:
 
 
 async def test_the_next_call_follows_the_hint_else_the_next_address() -> None:
-    """A hint among our addresses is followed; a hint elsewhere or none moves to the next in
-    turn; non-UNAVAILABLE errors and a single address change nothing."""
+    """A hint among our addresses is followed; a hint elsewhere, none, or a deadline passed
+    moves to the next in turn; other errors and a single address change nothing."""
     channels = LeaderChannels(["a:1", "b:2", "c:3"])
     hint = _error(grpc.StatusCode.UNAVAILABLE, trailing=((STANDBY_KEY, "1"), (LEADER_KEY, "c:3")))
     assert channels.passed_over(hint) and channels.current == "c:3"
@@ -63,6 +63,9 @@ async def test_the_next_call_follows_the_hint_else_the_next_address() -> None:
     assert channels.passed_over(elsewhere) and channels.current == "a:1"
     assert not channels.passed_over(_error(grpc.StatusCode.PERMISSION_DENIED))
     assert channels.current == "a:1"
+    # No answer in time (a scheduler's host cut off): the next call goes to the next one.
+    assert channels.passed_over(_error(grpc.StatusCode.DEADLINE_EXCEEDED))
+    assert channels.current == "b:2"
     single = LeaderChannels(["a:1"])
     assert not single.passed_over(hint) and single.current == "a:1"
     with pytest.raises(ValueError):
