@@ -195,7 +195,7 @@ class SchedulerLink:
                 # The last word: `drained` (or whatever the node ended in) is what the
                 # scheduler shows from now on, not `lost`.
                 with contextlib.suppress(SmartfleetError):
-                    await self.heartbeat(timeout=timedelta(seconds=2))
+                    await self.heartbeat()
         await self._channels.close(grace=1.0)
 
     async def register(self) -> timedelta:

@@ -50,12 +50,13 @@ async def test_a_stopped_node_is_listed_drained_not_lost(
             )
         )
         await node.start()
-        for _ in range(100):
+        for _ in range(300):
             if await _state(scheduler, "drainer") is NodeState.READY:
                 break
             await asyncio.sleep(0.1)
         assert await _state(scheduler, "drainer") is NodeState.READY
         await node.stop()
+        # The last heartbeat has been answered when stop() returns.
         assert await _state(scheduler, "drainer") is NodeState.DRAINED
         await asyncio.sleep(2.0)  # two lost-node timeouts, several maintenance sweeps
         assert await _state(scheduler, "drainer") is NodeState.DRAINED
