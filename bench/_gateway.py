@@ -29,7 +29,7 @@ from smartfleet.v1 import runs_pb2
 Target = Literal["gateway", "scheduler"]
 _PATHS: dict[Target, str] = {
     "gateway": "/smartfleet.v1.Fleet/GetRun",
-    "scheduler": "/smartfleet.v1.Scheduler/GetRun",
+    "scheduler": "/smartfleet.v1.FleetService/GetRun",
 }
 # The bearer token goes to the client processes through the environment, not their argv.
 _TOKEN_ENV = "SMARTFLEET_BENCH_TOKEN"

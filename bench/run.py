@@ -20,7 +20,7 @@ from typing import Any
 
 from playwright.async_api import async_playwright
 
-from bench import _gateway, _pacing, _scale, _throughput, pipeline
+from bench import _gateway, _pacing, _scale, _throughput, pipeline, scaleout
 from bench._fleet import Fleet, spec
 from bench._report import Row, table, write
 from cli._stack import Stack
@@ -178,6 +178,8 @@ async def measure(quick: bool) -> tuple[list[Row], dict[str, Any], dict[str, Any
         say("pipeline: a stack with a noop-engine node (orchestration alone, no browser)")
         flow, noop_paced = await pipeline.measure(Path(tmp), quick=quick, say=say)
         details["pipeline"] = pipeline.details(flow, noop_paced)
+        say("scale-out: noop nodes on three simulated hosts (network namespaces)")
+        scaled = await scaleout.measure(Path(tmp), quick=quick, say=say)
 
     million_note = "" if million == 1_000_000 else f"--quick: {million:,} sessions"
     rows = [
@@ -263,6 +265,7 @@ async def measure(quick: bool) -> tuple[list[Row], dict[str, Any], dict[str, Any
             note=f"{noop_paced.sessions:,} noop sessions at {noop_paced.rate:,.0f}/s (window): "
             "result stored - planned due",
         ),
+        scaleout.row(scaled),
     ]
     meta = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),

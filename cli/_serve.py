@@ -77,7 +77,11 @@ SchedulerAddr = Annotated[
     str | None,
     typer.Option(
         "--scheduler-addr",
-        help=setting_help("scheduler_addr", "The scheduler's HOST:PORT.", NodeSettings),
+        help=setting_help(
+            "scheduler_addr",
+            "Every scheduler's HOST:PORT, comma-separated (a,b): calls follow the leader.",
+            NodeSettings,
+        ),
     ),
 ]
 
@@ -125,6 +129,25 @@ def scheduler_serve(
         ),
     ] = None,
     nats_url: NatsUrl = None,
+    nats_replicas: Annotated[
+        int | None,
+        typer.Option(
+            "--nats-replicas",
+            min=1,
+            max=5,
+            help="Copies of the job stream: 1 for one NATS server, 3 on a cluster (checked "
+            "at start). [env SMARTFLEET_NATS_REPLICAS]",
+        ),
+    ] = None,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise",
+            help="HOST:PORT clients are told to reach this scheduler at when it leads (as "
+            "in their --scheduler-addr lists); default: the bound address. "
+            "[env SMARTFLEET_SCHEDULER_ADVERTISE]",
+        ),
+    ] = None,
     allowed_hosts: Annotated[
         str | None,
         typer.Option(
@@ -140,13 +163,19 @@ def scheduler_serve(
     log_level: LogLevel = None,
     log_json: LogJson = None,
 ) -> None:
-    """Serve the scheduler until SIGINT/SIGTERM."""
+    """Serve the scheduler until SIGINT/SIGTERM.
+
+    Several may serve one PostgreSQL database: one leads, the others stand by and take over.
+
+    On SQLite only one may run."""
     settings = build_settings(
         SchedulerSettings,
         scheduler_listen=listen,
         database_url=database_url,
         database_upgrade=upgrade_db,
         nats_url=nats_url,
+        nats_replicas=nats_replicas,
+        scheduler_advertise=advertise,
         allowed_hosts=allowed_hosts,
         ready_file=ready_file,
         log_level=log_level,

@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -26,6 +27,7 @@ from services.browser_node._accounts import (
 from services.browser_node._backoff import Backoff
 from services.common.contracts import from_duration, node_info_to_pb, node_load_to_pb, result_to_pb
 from services.common.errors import SmartfleetError, Unavailable
+from services.common.leader import LeaderChannels, split_addresses
 from services.common.types import NodeInfo, NodeLoad, NodeState, SessionResult
 from smartfleet.v1 import node_link_pb2, node_link_pb2_grpc, nodes_pb2
 
@@ -49,6 +51,8 @@ _DEFAULT_INTERVAL = timedelta(seconds=2)
 # Job ids per ReportInProgress call (the scheduler accepts up to 1000).
 _IN_PROGRESS_CHUNK = 500
 _UPLOAD_CHUNK = 256 * 1024
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +113,10 @@ def _account_error(error: grpc.aio.AioRpcError, call: str, account: str) -> Smar
     )
 
 
+def _node_link(channel: grpc.aio.Channel) -> node_link_pb2_grpc.NodeLinkServiceAsyncStub:
+    return node_link_pb2_grpc.NodeLinkServiceStub(channel)  # type: ignore[return-value]
+
+
 def _command_from_pb(message: node_link_pb2.NodeCommand) -> NodeCommand | None:
     kind = message.WhichOneof("command")
     if kind == "set_slots":
@@ -126,7 +134,10 @@ class SchedulerLink:
     """Registers the node, heartbeats in a background task, and carries result reports.
 
     It keeps going across scheduler outages (backoff, then re-register when the scheduler says it
-    does not know the node). `registered` is set once the first Register succeeded.
+    does not know the node). `registered` is set once the first Register succeeded. `address`
+    may list several schedulers (comma-separated): every call goes to the one that leads
+    (services/common/leader.py), and the node's heartbeats, reports and final `drained` follow
+    a takeover by themselves.
     """
 
     def __init__(
@@ -138,13 +149,11 @@ class SchedulerLink:
         on_command: Callable[[NodeCommand], None],
         call_timeout: timedelta = timedelta(seconds=5),
     ) -> None:
-        self._address = address
+        self._channels = LeaderChannels(split_addresses(address))
         self._info = info
         self._status = status
         self._on_command = on_command
         self._call_timeout = call_timeout
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: node_link_pb2_grpc.NodeLinkServiceAsyncStub | None = None
         self._task: asyncio.Task[None] | None = None
         self._known = False
         self.registered = asyncio.Event()
@@ -154,17 +163,27 @@ class SchedulerLink:
     def node_id(self) -> str:
         return self._info().node_id
 
-    def _connect(self) -> node_link_pb2_grpc.NodeLinkServiceAsyncStub:
-        if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._address)
-            self._stub = node_link_pb2_grpc.NodeLinkServiceStub(self._channel)  # type: ignore[assignment]
-        assert self._stub is not None
-        return self._stub
+    @property
+    def _address(self) -> str:
+        return self._channels.current
+
+    async def _call(
+        self,
+        invoke: Callable[[node_link_pb2_grpc.NodeLinkServiceAsyncStub], Awaitable[T]],
+        call: str,
+    ) -> T:
+        """One NodeLink call on the leading scheduler (every node call is safe to repeat);
+        the scheduler's error as SmartfleetError (Unavailable when a retry may work)."""
+        try:
+            return await self._channels.call(
+                invoke, stub=_node_link, timeout=self._call_timeout * 2, idempotent=True
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _error_from(error, call) from error
 
     def start(self) -> None:
         """Start registering and heartbeating in the background."""
         if self._task is None:
-            self._connect()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="scheduler-link")
 
     async def stop(self) -> None:
@@ -175,21 +194,19 @@ class SchedulerLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             if self._known:
+                # The last word: `drained` (or whatever the node ended in) is what the
+                # scheduler shows from now on, not `lost`.
                 with contextlib.suppress(SmartfleetError):
-                    await self.heartbeat(timeout=timedelta(seconds=1))
-        channel, self._channel, self._stub = self._channel, None, None
-        if channel is not None:
-            await channel.close(grace=1.0)
+                    await self.heartbeat()
+        await self._channels.close(grace=1.0)
 
     async def register(self) -> timedelta:
         """One Register call; returns (and keeps) the heartbeat interval the scheduler wants."""
         request = node_link_pb2.RegisterNodeRequest(info=node_info_to_pb(self._info()))
-        try:
-            reply = await self._connect().RegisterNode(
-                request, timeout=self._call_timeout.total_seconds()
-            )
-        except grpc.aio.AioRpcError as error:
-            raise _error_from(error, "RegisterNode") from error
+        timeout = self._call_timeout.total_seconds()
+        reply = await self._call(
+            lambda stub: stub.RegisterNode(request, timeout=timeout), "RegisterNode"
+        )
         interval = from_duration(reply.heartbeat_interval) or _DEFAULT_INTERVAL
         self.heartbeat_interval = min(max(interval, _MIN_INTERVAL), _MAX_INTERVAL)
         self._known = True
@@ -205,12 +222,8 @@ class SchedulerLink:
             state=nodes_pb2.NodeState.Value(f"NODE_STATE_{status.state.name}"),
             slots=status.slots,
         )
-        try:
-            reply = await self._connect().Heartbeat(
-                request, timeout=(timeout or self._call_timeout).total_seconds()
-            )
-        except grpc.aio.AioRpcError as error:
-            raise _error_from(error, "Heartbeat") from error
+        seconds = (timeout or self._call_timeout).total_seconds()
+        reply = await self._call(lambda stub: stub.Heartbeat(request, timeout=seconds), "Heartbeat")
         for message in reply.commands:
             command = _command_from_pb(message)
             if command is not None:
@@ -225,22 +238,18 @@ class SchedulerLink:
         request = node_link_pb2.ReportResultsRequest(
             node_id=self.node_id, results=[result_to_pb(result) for result in results]
         )
-        try:
-            reply = await self._connect().ReportResults(
-                request, timeout=self._call_timeout.total_seconds()
-            )
-        except grpc.aio.AioRpcError as error:
-            raise _error_from(error, "ReportResults") from error
+        timeout = self._call_timeout.total_seconds()
+        reply = await self._call(
+            lambda stub: stub.ReportResults(request, timeout=timeout), "ReportResults"
+        )
         return {(stored.job_id, stored.attempt) for stored in reply.stored}
 
     async def report_in_progress(self, job_ids: Sequence[str]) -> None:
         request = node_link_pb2.ReportInProgressRequest(node_id=self.node_id, job_ids=list(job_ids))
-        try:
-            await self._connect().ReportInProgress(
-                request, timeout=self._call_timeout.total_seconds()
-            )
-        except grpc.aio.AioRpcError as error:
-            raise _error_from(error, "ReportInProgress") from error
+        timeout = self._call_timeout.total_seconds()
+        await self._call(
+            lambda stub: stub.ReportInProgress(request, timeout=timeout), "ReportInProgress"
+        )
 
     async def get_account_state(self, account: str, *, job_id: str) -> AccountState:
         """The account's storage state and proxy, for a job this node runs as the account.
@@ -248,9 +257,13 @@ class SchedulerLink:
         request = node_link_pb2.GetAccountStateRequest(
             node_id=self.node_id, account=account, job_id=job_id
         )
+        timeout = self._call_timeout.total_seconds()
         try:
-            reply = await self._connect().GetAccountState(
-                request, timeout=self._call_timeout.total_seconds()
+            reply = await self._channels.call(
+                lambda stub: stub.GetAccountState(request, timeout=timeout),
+                stub=_node_link,
+                timeout=self._call_timeout * 2,
+                idempotent=True,
             )
         except grpc.aio.AioRpcError as error:
             raise _account_error(error, "GetAccountState", account) from error
@@ -268,9 +281,13 @@ class SchedulerLink:
             job_id=job_id,
             storage_state=storage_state_to_json(state.storage_state),
         )
+        timeout = self._call_timeout.total_seconds()
         try:
-            await self._connect().PutAccountState(
-                request, timeout=self._call_timeout.total_seconds()
+            await self._channels.call(
+                lambda stub: stub.PutAccountState(request, timeout=timeout),
+                stub=_node_link,
+                timeout=self._call_timeout * 2,
+                idempotent=True,
             )
         except grpc.aio.AioRpcError as error:
             raise _account_error(error, "PutAccountState", state.account) from error
@@ -300,10 +317,10 @@ class SchedulerLink:
 
         # Large artifacts get time in proportion (at least 1 MB/s) on top of the call timeout.
         timeout = self._call_timeout.total_seconds() + size / 1e6
-        try:
-            reply = await self._connect().PutArtifact(messages(), timeout=timeout)
-        except grpc.aio.AioRpcError as error:
-            raise _error_from(error, "PutArtifact") from error
+        # A fresh stream of the file for every try (a standby may refuse the first).
+        reply = await self._call(
+            lambda stub: stub.PutArtifact(messages(), timeout=timeout), "PutArtifact"
+        )
         return str(reply.key)
 
     async def _run(self) -> None:

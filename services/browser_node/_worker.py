@@ -134,6 +134,8 @@ class JobWorker:
         self._idle.set()
         # Set once every pool's consumer is bound.
         self.bound = asyncio.Event()
+        # The NATS connection came back: bind every pool again before fetching.
+        self._rebind_all = False
 
     @property
     def pools(self) -> tuple[str, ...]:
@@ -183,6 +185,13 @@ class JobWorker:
         for item in self._handlers.values():
             if item.envelope.run_id == run_id and item.session is not None:
                 item.session.cancel()
+
+    def reconnected(self) -> None:
+        """The NATS connection came back (another server, or the same one): pull requests sent
+        on the old connection are gone, so every pool binds again and fetches at once, rather
+        than waiting for its fetch to time out and its stall check to notice."""
+        self._rebind_all = True
+        self._signal()
 
     def pause(self) -> None:
         """Take no new jobs (cordoned); the running ones go on."""
@@ -247,6 +256,8 @@ class JobWorker:
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
+                if self._rebind_all:
+                    self._rebind_pools()
                 self._start_fetches()
                 await self._wait_for_pools()
                 await self._collect()
@@ -260,6 +271,16 @@ class JobWorker:
             for op in running:
                 op.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    def _rebind_pools(self) -> None:
+        self._rebind_all = False
+        for pool in self._pools:
+            if pool.op is not None and not pool.op.done():
+                pool.op.cancel()  # a fetch on the dead connection; what it had is redelivered
+            pool.claimed = 0
+            pool.busy = False
+            pool.errors = 0
+            self._begin(pool, self._rebind(pool), "rebind")
 
     def _start_fetches(self) -> None:
         """Give every idle pool a fetch while slots are free, sharing the free slots fairly."""

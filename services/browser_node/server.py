@@ -196,7 +196,9 @@ class BrowserNode:
         while True:
             try:
                 return await connect(
-                    self._settings.nats_servers, name=f"smartfleet-node-{self.node_id}"
+                    self._settings.nats_servers,
+                    name=f"smartfleet-node-{self.node_id}",
+                    reconnected=self._nats_reconnected,
                 )
             except (nats.errors.Error, OSError, TimeoutError) as error:
                 delay = backoff.next()
@@ -207,6 +209,10 @@ class BrowserNode:
                     delay.total_seconds(),
                 )
                 await asyncio.sleep(delay.total_seconds())
+
+    async def _nats_reconnected(self) -> None:
+        if self.worker is not None:
+            self.worker.reconnected()
 
     async def _shut_down(self) -> None:
         logger.info(

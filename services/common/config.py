@@ -44,6 +44,16 @@ class SchedulerSettings(_Base):
     # scheduler refuses a database not at it and names the command: `smartctl db upgrade`.
     database_upgrade: bool = False
     nats_url: str = "nats://127.0.0.1:4222"
+    # Copies of the job stream (and its consumers) kept by the NATS cluster: 1 for the embedded
+    # server, 3 on a cluster of three or more (checked at start against the cluster's size).
+    nats_replicas: int = Field(default=1, ge=1, le=5)
+    # The address gateways and nodes are told to use for this scheduler when it leads (a
+    # standby names the leader's when it refuses a write); unset: the bound address, with the
+    # host name for 0.0.0.0. Give the same form as in their --scheduler-addr lists.
+    scheduler_advertise: str | None = None
+    # On PostgreSQL the schedulers of one database elect a leader with a lease this long: a
+    # standby takes over within about this much (plus 1/5 of it) after the leader dies.
+    leader_lease: Duration = timedelta(seconds=5)
     # Hosts targets may name besides loopback (comma-separated; `*.example.com` allowed).
     allowed_hosts: str = ""
     ack_wait: Duration = timedelta(seconds=30)
@@ -103,6 +113,7 @@ class NodeSettings(_Base):
     # Placement labels `k=v,k2=v2` (at most 4): the node also serves each engine's labelled pools.
     node_labels: str = ""
     node_listen: str = "127.0.0.1:0"
+    # Every scheduler's HOST:PORT, comma-separated: the node follows whichever leads.
     scheduler_addr: str = "127.0.0.1:50052"
     nats_url: str = "nats://127.0.0.1:4222"
     # The engine the node serves. `noop` is for benchmarks only (completes each job at once,
@@ -156,6 +167,10 @@ class NodeSettings(_Base):
         return value
 
     @property
+    def scheduler_addrs(self) -> list[str]:
+        return list(dict.fromkeys(_split(self.scheduler_addr)))
+
+    @property
     def labels(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in _split(self.node_labels))
         return {key.strip(): value.strip() for key, value in pairs}
@@ -177,6 +192,7 @@ class NodeSettings(_Base):
 
 class GatewaySettings(_Base):
     gateway_listen: str = "127.0.0.1:50051"
+    # Every scheduler's HOST:PORT, comma-separated: writes go to whichever leads.
     scheduler_addr: str = "127.0.0.1:50052"
     # Comma-separated bearer tokens, or hashes written `sha256:<hex>`.
     gateway_tokens: str = ""
@@ -185,6 +201,10 @@ class GatewaySettings(_Base):
     # cache off); final runs are kept until evicted, at most `gateway_run_cache_size` runs.
     gateway_run_staleness: Duration = timedelta(milliseconds=250)
     gateway_run_cache_size: int = Field(default=2048, ge=1)
+
+    @property
+    def scheduler_addrs(self) -> list[str]:
+        return list(dict.fromkeys(_split(self.scheduler_addr)))
 
     @property
     def token_list(self) -> list[str]:

@@ -10,9 +10,16 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from services.common.errors import SmartfleetError
-from smartfleet.v1 import fleet_service_pb2_grpc, runs_pb2
+from smartfleet.v1 import runs_pb2
 
 logger = logging.getLogger(__name__)
+
+# The scheduler's progress stream of a run (from the leader, whichever that is now).
+WatchUpstream = Callable[[str], AsyncIterator[runs_pb2.Run]]
+# A stream that breaks (the leader died, a takeover) is opened again this many times in a row
+# before its watchers get the error; each new stream starts with a fresh snapshot.
+RESUMES = 20
+RESUME_PAUSE = 0.5
 
 
 class UpstreamError(SmartfleetError):
@@ -39,11 +46,11 @@ class WatchFanout:
 
     def __init__(
         self,
-        stub: fleet_service_pb2_grpc.FleetServiceStub,
+        watch: WatchUpstream,
         *,
         on_snapshot: Callable[[runs_pb2.Run], None] | None = None,
     ) -> None:
-        self._stub = stub
+        self._upstream = watch
         self._feeds: dict[str, _Feed] = {}
         self._on_snapshot = on_snapshot
 
@@ -83,14 +90,7 @@ class WatchFanout:
 
     async def _follow(self, run_id: str, feed: _Feed) -> None:
         try:
-            async for reply in self._stub.WatchRun(runs_pb2.WatchRunRequest(run_id=run_id)):
-                run = reply.run
-                if self._on_snapshot is not None:
-                    self._on_snapshot(run)
-                async with feed.condition:
-                    feed.latest = run
-                    feed.version += 1
-                    feed.condition.notify_all()
+            await self._stream(run_id, feed)
         except grpc.aio.AioRpcError as error:
             feed.error = UpstreamError(error.code(), error.details() or "scheduler error")
         except asyncio.CancelledError:
@@ -104,6 +104,27 @@ class WatchFanout:
         async with feed.condition:
             feed.done = True
             feed.condition.notify_all()
+
+    async def _stream(self, run_id: str, feed: _Feed) -> None:
+        """Follow the run; a stream the scheduler drops (UNAVAILABLE) is opened again."""
+        breaks = 0
+        while True:
+            try:
+                async for run in self._upstream(run_id):
+                    breaks = 0
+                    if self._on_snapshot is not None:
+                        self._on_snapshot(run)
+                    async with feed.condition:
+                        feed.latest = run
+                        feed.version += 1
+                        feed.condition.notify_all()
+                return
+            except grpc.aio.AioRpcError as error:
+                breaks += 1
+                if error.code() != grpc.StatusCode.UNAVAILABLE or breaks > RESUMES:
+                    raise
+                logger.info("progress stream of run %s broke (%s); resuming", run_id, error.code())
+                await asyncio.sleep(RESUME_PAUSE)
 
     async def close(self) -> None:
         for feed in list(self._feeds.values()):

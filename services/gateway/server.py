@@ -5,12 +5,17 @@ forwarded generically, by name, and a new RPC needs no gateway code. The excepti
 (one upstream stream per run, fanned out), GetRun (answered from run snapshots at most
 `gateway_run_staleness` old, see _runcache.py) and GetServerInfo (the gateway adds itself);
 methods whose response carries a `run` are writes to it, and drop the gateway's snapshot of it.
+
+With several schedulers (`--scheduler-addr a,b`) every call goes to the leader; a standby's
+refusal names it and the call follows (services/common/leader.py). Reads (`Get*`, `List*`) are
+also sent again when a scheduler drops the call; a write only when it surely was not executed.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -19,12 +24,13 @@ from google.protobuf.descriptor import MethodDescriptor
 
 from services.common.config import GatewaySettings
 from services.common.grpc_server import ServiceServer, rewrap, write_ready_file
+from services.common.leader import LeaderChannels
 from services.common.lifecycle import shutdown_event
 from services.common.server_info import ServerInfoApi
 from services.gateway._auth import TokenAuthInterceptor
-from services.gateway._fanout import UpstreamError, WatchFanout
+from services.gateway._fanout import UpstreamError, WatchFanout, WatchUpstream
 from services.gateway._runcache import Fetch, RunSnapshotCache
-from smartfleet.v1 import fleet_service_pb2, fleet_service_pb2_grpc, runs_pb2
+from smartfleet.v1 import fleet_service_pb2, runs_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -51,18 +57,43 @@ def _upstream_error(error: grpc.aio.AioRpcError) -> UpstreamError:
     return UpstreamError(error.code(), error.details() or "scheduler error")
 
 
-def _forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> grpc.RpcMethodHandler:
+class _Method:
+    """A Scheduler method's multi-callable on a channel (LeaderChannels keeps one per channel)."""
+
+    def __init__(self, method: str, request_class: Any, response_class: Any, *, stream: bool):
+        self.path = f"/{FLEET.full_name}/{method}"
+        self._serialize = request_class.SerializeToString
+        self._deserialize = response_class.FromString
+        self._stream = stream
+
+    def __call__(self, channel: grpc.aio.Channel) -> Any:
+        make = channel.unary_stream if self._stream else channel.unary_unary
+        return make(
+            self.path,
+            request_serializer=self._serialize,
+            response_deserializer=self._deserialize,
+        )
+
+
+def _is_read(name: str) -> bool:
+    return name.startswith(("Get", "List"))
+
+
+def _forwarder(channels: LeaderChannels, method: MethodDescriptor) -> grpc.RpcMethodHandler:
     request_class = _message_class(method.input_type)
     response_class = _message_class(method.output_type)
-    upstream = channel.unary_unary(
-        f"/{FLEET.full_name}/{method.name}",
-        request_serializer=request_class.SerializeToString,
-        response_deserializer=response_class.FromString,
-    )
+    upstream = _Method(method.name, request_class, response_class, stream=False)
+    idempotent = _is_read(method.name)
 
     async def forward(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        timeout = _timeout(context)
         try:
-            return await upstream(request, timeout=_timeout(context))
+            return await channels.call(
+                lambda call: call(request, timeout=timeout),
+                stub=upstream,
+                timeout=timedelta(seconds=timeout),
+                idempotent=idempotent,
+            )
         except grpc.aio.AioRpcError as error:
             raise _upstream_error(error) from None
 
@@ -73,25 +104,23 @@ def _forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> grpc.RpcM
     )
 
 
-def _stream_forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> grpc.RpcMethodHandler:
+def _stream_forwarder(channels: LeaderChannels, method: MethodDescriptor) -> grpc.RpcMethodHandler:
     """A server-streaming method passed through message by message (GetArtifact)."""
     request_class = _message_class(method.input_type)
     response_class = _message_class(method.output_type)
-    upstream = channel.unary_stream(
-        f"/{FLEET.full_name}/{method.name}",
-        request_serializer=request_class.SerializeToString,
-        response_deserializer=response_class.FromString,
-    )
+    upstream = _Method(method.name, request_class, response_class, stream=True)
 
     async def forward(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = upstream(request, timeout=_timeout(context))
+        timeout = _timeout(context)
         try:
-            async for message in call:
+            async for message in channels.stream(
+                lambda call: call(request, timeout=timeout),
+                stub=upstream,
+                timeout=timedelta(seconds=timeout),
+            ):
                 yield message
         except grpc.aio.AioRpcError as error:
             raise _upstream_error(error) from None
-        finally:
-            call.cancel()
 
     return grpc.unary_stream_rpc_method_handler(
         forward,
@@ -100,22 +129,38 @@ def _stream_forwarder(channel: grpc.aio.Channel, method: MethodDescriptor) -> gr
     )
 
 
-def _scheduler_get_run(channel: grpc.aio.Channel) -> Fetch:
+def _scheduler_get_run(channels: LeaderChannels) -> Fetch:
     """The scheduler's GetRun, with its errors passed on under their own status codes."""
-    upstream = channel.unary_unary(
-        f"/{FLEET.full_name}/GetRun",
-        request_serializer=runs_pb2.GetRunRequest.SerializeToString,
-        response_deserializer=runs_pb2.GetRunResponse.FromString,
-    )
+    upstream = _Method("GetRun", runs_pb2.GetRunRequest, runs_pb2.GetRunResponse, stream=False)
 
     async def get_run(run_id: str, timeout: float) -> runs_pb2.Run:
+        request = runs_pb2.GetRunRequest(run_id=run_id)
         try:
-            reply = await upstream(runs_pb2.GetRunRequest(run_id=run_id), timeout=timeout)
-            return reply.run
+            reply: runs_pb2.GetRunResponse = await channels.call(
+                lambda call: call(request, timeout=timeout),
+                stub=upstream,
+                timeout=timedelta(seconds=timeout),
+                idempotent=True,
+            )
         except grpc.aio.AioRpcError as error:
             raise _upstream_error(error) from None
+        return reply.run
 
     return get_run
+
+
+def _scheduler_watch(channels: LeaderChannels) -> WatchUpstream:
+    """The leader's WatchRun stream of a run (opened again elsewhere if a standby refuses)."""
+    upstream = _Method("WatchRun", runs_pb2.WatchRunRequest, runs_pb2.WatchRunResponse, stream=True)
+
+    async def watch(run_id: str) -> AsyncIterator[runs_pb2.Run]:
+        request = runs_pb2.WatchRunRequest(run_id=run_id)
+        async for reply in channels.stream(
+            lambda call: call(request), stub=upstream, timeout=timedelta(seconds=READ_TIMEOUT)
+        ):
+            yield reply.run
+
+    return watch
 
 
 def _get_run_handler(cache: RunSnapshotCache) -> grpc.RpcMethodHandler:
@@ -164,14 +209,23 @@ def _watch_handler(fanout: WatchFanout) -> grpc.RpcMethodHandler:
 
 
 def _server_info_handler(
-    channel: grpc.aio.Channel, address: Callable[[], str]
+    channels: LeaderChannels, address: Callable[[], str]
 ) -> grpc.RpcMethodHandler:
-    upstream = fleet_service_pb2_grpc.FleetServiceStub(channel)
+    upstream = _Method(
+        "GetServerInfo",
+        fleet_service_pb2.GetServerInfoRequest,
+        fleet_service_pb2.GetServerInfoResponse,
+        stream=False,
+    )
 
     async def scheduler_components(timeout: float) -> list[fleet_service_pb2.ServerComponent]:
+        request = fleet_service_pb2.GetServerInfoRequest()
         try:
-            reply = await upstream.GetServerInfo(
-                fleet_service_pb2.GetServerInfoRequest(), timeout=timeout
+            reply: fleet_service_pb2.GetServerInfoResponse = await channels.call(
+                lambda call: call(request, timeout=timeout),
+                stub=upstream,
+                timeout=timedelta(seconds=timeout),
+                idempotent=True,
             )
         except grpc.aio.AioRpcError as error:
             raise _upstream_error(error) from None
@@ -195,7 +249,7 @@ def _writes_a_run(method: MethodDescriptor) -> bool:
 
 
 def fleet_handlers(
-    channel: grpc.aio.Channel,
+    channels: LeaderChannels,
     fanout: WatchFanout,
     cache: RunSnapshotCache,
     address: Callable[[], str] = lambda: "",
@@ -204,27 +258,27 @@ def fleet_handlers(
     special: dict[str, Callable[[], grpc.RpcMethodHandler]] = {
         "WatchRun": lambda: _watch_handler(fanout),
         "GetRun": lambda: _get_run_handler(cache),
-        "GetServerInfo": lambda: _server_info_handler(channel, address),
+        "GetServerInfo": lambda: _server_info_handler(channels, address),
     }
     handlers = {}
     for method in FLEET.methods:
         if method.name in special:
             handlers[method.name] = special[method.name]()
         elif method.server_streaming and not method.client_streaming:
-            handlers[method.name] = _stream_forwarder(channel, method)
+            handlers[method.name] = _stream_forwarder(channels, method)
         elif method.client_streaming:
             raise RuntimeError(f"Fleet.{method.name} streams; give it a handler in the gateway")
         elif _writes_a_run(method):
-            handlers[method.name] = _dropping_snapshot(_forwarder(channel, method), cache)
+            handlers[method.name] = _dropping_snapshot(_forwarder(channels, method), cache)
         else:
-            handlers[method.name] = _forwarder(channel, method)
+            handlers[method.name] = _forwarder(channels, method)
     return handlers
 
 
 class GatewayService:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self._channel: grpc.aio.Channel | None = None
+        self._channels: LeaderChannels | None = None
         self._server: ServiceServer | None = None
         self._fanout: WatchFanout | None = None
         self._cache: RunSnapshotCache | None = None
@@ -232,22 +286,16 @@ class GatewayService:
 
     async def start(self) -> str:
         auth = TokenAuthInterceptor(self.settings.token_list)
-        self._channel = grpc.aio.insecure_channel(
-            self.settings.scheduler_addr,
-            options=[
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.max_receive_message_length", 16 << 20),
-            ],
+        self._channels = LeaderChannels(
+            self.settings.scheduler_addrs, options=[("grpc.keepalive_time_ms", 30_000)]
         )
         self._cache = RunSnapshotCache(
-            _scheduler_get_run(self._channel),
+            _scheduler_get_run(self._channels),
             staleness=self.settings.gateway_run_staleness,
             capacity=self.settings.gateway_run_cache_size,
             upstream_timeout=READ_TIMEOUT,
         )
-        self._fanout = WatchFanout(
-            fleet_service_pb2_grpc.FleetServiceStub(self._channel), on_snapshot=self._cache.offer
-        )
+        self._fanout = WatchFanout(_scheduler_watch(self._channels), on_snapshot=self._cache.offer)
         self._server = ServiceServer(
             listen=self.settings.gateway_listen,
             service_names=[FLEET.full_name],
@@ -258,7 +306,7 @@ class GatewayService:
                 grpc.method_handlers_generic_handler(
                     FLEET.full_name,
                     fleet_handlers(
-                        self._channel, self._fanout, self._cache, address=lambda: self.address
+                        self._channels, self._fanout, self._cache, address=lambda: self.address
                     ),
                 ),
             )
@@ -274,9 +322,9 @@ class GatewayService:
             await self._fanout.close()
         if self._cache:
             await self._cache.close()
-        if self._channel:
-            await self._channel.close()
-            self._channel = None
+        if self._channels:
+            await self._channels.close()
+            self._channels = None
 
 
 async def serve(settings: GatewaySettings) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -53,7 +53,8 @@ class Database:
     """Sessions for reading and for writing; `write()` is one transaction, committed on exit.
 
     Events emitted into a write transaction (`_events.emit`) are published on `events` right
-    after it commits, in commit order.
+    after it commits, in commit order. With a `fence` (the leader's lease on PostgreSQL, see
+    _lease.py) every write transaction checks it first and is refused when it fails.
     """
 
     def __init__(self, url: str, *, events: EventStream | None = None, echo: bool = False) -> None:
@@ -64,6 +65,7 @@ class Database:
         self._commit_order = asyncio.Lock()
         self.dialect = parsed.get_backend_name()
         self.url = url
+        self.fence: Callable[[AsyncSession], Awaitable[None]] | None = None
         if self.dialect == "sqlite":
             if parsed.database in (None, "", ":memory:"):
                 raise ValueError(
@@ -90,10 +92,13 @@ class Database:
             await _migrate.require_current(self.url)
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
+    async def write(self, *, fenced: bool = True) -> AsyncIterator[AsyncSession]:
+        """One transaction; `fenced=False` only for the lease's own statements."""
         async with self._write_sessions() as session:
             transaction = await session.begin()
             try:
+                if fenced and self.fence is not None:
+                    await self.fence(session)
                 yield session
             except BaseException:
                 await transaction.rollback()

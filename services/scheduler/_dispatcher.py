@@ -119,6 +119,9 @@ class Dispatcher:
         self._wake.set()
 
     async def start(self) -> None:
+        """Credit from the jobs table and a republish of every job out: what a scheduler that
+        starts, or takes over from a leader that died, must do before dispatching anew."""
+        self._unpublished = []
         self._ledger.reset(await self._jobs.outstanding())
         await self._republish()
         self._task = asyncio.create_task(self._loop(), name="dispatcher")

@@ -192,3 +192,21 @@ class ScheduleRow(Base):
     firing_since: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class LeaseRow(Base):
+    """Who leads the schedulers of one PostgreSQL database (one row, `name = "leader"`).
+
+    `token` grows by one at every change of holder: it fences the writes of a deposed leader.
+    `expires_at` is in the database's clock, so the schedulers' own clocks never matter.
+    """
+
+    __tablename__ = "scheduler_lease"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200), default="")
+    # Where the holder serves (what clients are told when a standby refuses a write).
+    address: Mapped[str] = mapped_column(String(300), default="")
+    token: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[datetime]
+    acquired_at: Mapped[datetime]

@@ -63,7 +63,11 @@ class NodeRegistry:
         self._resuming: set[str] = set()
 
     async def load(self) -> None:
-        """Nodes from before a restart are listed, but carry no capacity until they heartbeat again."""
+        """Nodes from before a restart (or a takeover) are listed, but carry no capacity until
+        they heartbeat again: whatever this scheduler knew before is forgotten first."""
+        self._nodes.clear()
+        self._held.clear()
+        self._resuming.clear()
         async with self._db.read() as session:
             for row in await session.scalars(select(NodeRow)):
                 # Only an operator makes a node cordoned, so the hold survives a restart. (A
@@ -71,9 +75,11 @@ class NodeRegistry:
                 if row.state == NodeState.CORDONED:
                     self._held[row.id] = NodeState.CORDONED
                 info = NodeInfo(**{**row.info, "engines": tuple(row.info.get("engines", ()))})
+                # A node that drained and stopped stays `drained`; any other waits to be heard.
+                drained = row.state == NodeState.DRAINED
                 self._nodes[row.id] = NodeRecord(
                     info=info,
-                    state=NodeState.LOST,
+                    state=NodeState.DRAINED if drained else NodeState.LOST,
                     slots=row.slots,
                     load=NodeLoad(busy_slots=0, free_slots=0),
                     registered_at=row.registered_at,
@@ -215,11 +221,14 @@ class NodeRegistry:
         return sorted(self._nodes.values(), key=lambda node: node.info.node_id)
 
     async def mark_lost(self, now: datetime | None = None) -> list[str]:
+        """Nodes silent for `lost_after` are lost, except those whose last word was `drained`:
+        a node stopped by SIGTERM drains, says so, and goes quiet; it ended cleanly."""
         now = now or datetime.now(UTC)
         lost = [
             node
             for node in self._nodes.values()
-            if node.state is not NodeState.LOST and now - node.last_heartbeat > self._lost_after
+            if node.state not in (NodeState.LOST, NodeState.DRAINED)
+            and now - node.last_heartbeat > self._lost_after
         ]
         for node in lost:
             logger.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from services.common import bus
@@ -19,15 +20,19 @@ def _describe(cell: Cell) -> str:
 
 
 class WaitingReasons:
-    def __init__(self, registry: NodeRegistry) -> None:
+    """`leading()`: only the leader knows the fleet (a standby's registry is empty), so only
+    it says why a run waits."""
+
+    def __init__(self, registry: NodeRegistry, *, leading: Callable[[], bool]) -> None:
         self._registry = registry
+        self._leading = leading
         self._cells: dict[str, list[Cell]] = {}
 
     def of(self, run: Run) -> str:
         """`no node serves engine=webkit` for a running run with work left whose cells no ready
         node serves; "" when every cell has one (it may still wait for free slots, its pacing
         or its limits)."""
-        if run.next_index >= run.planned and not run.retrying:
+        if (run.next_index >= run.planned and not run.retrying) or not self._leading():
             return ""
         cells = self._cells.get(run.id)
         if cells is None:

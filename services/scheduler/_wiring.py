@@ -6,6 +6,9 @@ changes travels as events (_events.py), subscribed to here.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -27,6 +30,7 @@ from services.scheduler._events import (
     RunCancelled,
 )
 from services.scheduler._hosts import HostLimiter
+from services.scheduler._lease import Lease, make_lease
 from services.scheduler._node_link_api import NodeLinkApi
 from services.scheduler._nodes_api import HostsApi, NodesApi
 from services.scheduler._progress import RunProgressHub
@@ -48,6 +52,8 @@ class SchedulerParts:
     settings: SchedulerSettings
     events: EventStream
     db: Database
+    # Who leads (PostgreSQL: a lease row fencing every write of `db`; SQLite: a file lock).
+    lease: Lease
     runs: RunStore
     jobs: JobStore
     results: ResultStore
@@ -70,6 +76,12 @@ class SchedulerParts:
 def build(settings: SchedulerSettings) -> SchedulerParts:
     events = EventStream()
     db = Database(settings.database_url, events=events)
+    lease = make_lease(
+        db,
+        holder=f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        address=settings.scheduler_advertise or "",
+        ttl=settings.leader_lease,
+    )
     runs = RunStore(db)
     accounts = AccountStore(
         db, SecretBox(key=settings.secret_key, database_url=settings.database_url)
@@ -92,6 +104,7 @@ def build(settings: SchedulerSettings) -> SchedulerParts:
         servers=settings.nats_servers,
         name="smartfleet-scheduler",
         duplicate_window=settings.nats_duplicate_window,
+        replicas=settings.nats_replicas,
     )
     dispatcher = Dispatcher(
         runs=runs,
@@ -130,6 +143,7 @@ def build(settings: SchedulerSettings) -> SchedulerParts:
         settings=settings,
         events=events,
         db=db,
+        lease=lease,
         runs=runs,
         jobs=jobs,
         results=results,
@@ -151,7 +165,7 @@ def build(settings: SchedulerSettings) -> SchedulerParts:
                 results=results,
                 hub=hub,
                 allowed_hosts=settings.allowed_host_list,
-                waiting_reason=WaitingReasons(registry).of,
+                waiting_reason=WaitingReasons(registry, leading=lambda: lease.token is not None).of,
             ),
             NodesApi(registry=registry),
             HostsApi(hosts=hosts, wake=dispatcher.wake),

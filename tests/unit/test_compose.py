@@ -12,19 +12,63 @@ import yaml
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
 
+def _env(service: dict[str, object]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, dict):
+        return {str(key): str(value) for key, value in env.items()}
+    return dict(str(item).split("=", 1) for item in env)  # type: ignore[union-attr]
+
+
 def test_topology_has_every_service_and_nodes_scale() -> None:
-    """nats, scheduler, gateway and browser-node exist; browser-node can be --scale'd."""
+    """Three NATS servers, PostgreSQL, two schedulers, a gateway and browser nodes exist;
+    browser-node can be --scale'd; the services are configured by SMARTFLEET_*."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
-    assert {"nats", "scheduler", "gateway", "browser-node"} <= services.keys()
+    assert {
+        "nats-1",
+        "nats-2",
+        "nats-3",
+        "postgres",
+        "scheduler-a",
+        "scheduler-b",
+        "gateway",
+        "browser-node",
+    } <= services.keys()
     node = services["browser-node"]
     assert "container_name" not in node, "a fixed container name prevents --scale"
     assert not node.get("ports"), "a fixed host port prevents --scale"
-    for name in ("scheduler", "gateway", "browser-node"):
-        env = services[name].get("environment", {})
-        keys = env.keys() if isinstance(env, dict) else {item.split("=", 1)[0] for item in env}
-        assert any(key.startswith("SMARTFLEET_") for key in keys), (
+    for name in ("scheduler-a", "scheduler-b", "gateway", "browser-node"):
+        assert any(key.startswith("SMARTFLEET_") for key in _env(services[name])), (
             f"{name} is configured by SMARTFLEET_*"
         )
+
+
+def test_the_cluster_is_replicated_and_every_client_knows_every_scheduler() -> None:
+    """The NATS servers route to each other, the stream is R3, both schedulers share one
+    PostgreSQL, gateways and nodes list both schedulers, and every long-running service has a
+    healthcheck."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name in ("nats-1", "nats-2", "nats-3"):
+        command = services[name]["command"]
+        routes = command[command.index("--routes") + 1]
+        assert routes.count("nats://") == 3, command
+    schedulers = [services["scheduler-a"], services["scheduler-b"]]
+    urls = {_env(each)["SMARTFLEET_DATABASE_URL"] for each in schedulers}
+    assert len(urls) == 1 and next(iter(urls)).startswith("postgresql+asyncpg://")
+    for each in schedulers:
+        env = _env(each)
+        assert env["SMARTFLEET_NATS_REPLICAS"] == "3"
+        assert env["SMARTFLEET_NATS_URL"].count("nats://") == 3
+    advertised = {_env(each)["SMARTFLEET_SCHEDULER_ADVERTISE"] for each in schedulers}
+    for client in ("gateway", "browser-node"):
+        listed = set(_env(services[client])["SMARTFLEET_SCHEDULER_ADDR"].split(","))
+        assert listed == advertised, f"{client} lists {listed}, schedulers advertise {advertised}"
+    for name, service in services.items():
+        if service.get("restart", "unless-stopped") != "no" and "profiles" not in service:
+            assert "healthcheck" in service, f"{name} has no healthcheck"
+    # SIGTERM drains a node: compose must give it longer than the node's grace.
+    node = services["browser-node"]
+    assert node["stop_grace_period"] == "30s"
+    assert _env(node)["SMARTFLEET_SHUTDOWN_GRACE"] == "20s"
 
 
 def test_compose_config_validates() -> None:
