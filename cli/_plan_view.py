@@ -26,13 +26,25 @@ from services.scheduler._plan_summary import (
     TimelineBucket,
 )
 
-# Until the scheduler answers validate_only, the allowlist is not known here (it is the
-# operator's server configuration, which API clients cannot read).
-ALLOWLIST_UNKNOWN = "checked by the server"
+# The allowlist is the operator's server configuration: only the scheduler knows it (it answers
+# CreateRun with validate_only). Without a gateway to ask, a host's verdict is unknown.
+ALLOWLIST_UNKNOWN = "unknown (no gateway to ask)"
+
+
+def host_verdicts(plan: Any) -> dict[str, str]:
+    """host → "allowed" or "refused: <reason>", from the server's RunPlanSummary."""
+    return {
+        host.host: "allowed" if host.allowed else f"refused: {host.reason}" for host in plan.hosts
+    }
+
+
 _BLOCKS = " ▏▎▍▌▋▊▉█"
 
 
-def plan_data(summary: PlanSummary, *, name: str = "") -> dict[str, Any]:
+def plan_data(
+    summary: PlanSummary, *, name: str = "", verdicts: dict[str, str] | None = None
+) -> dict[str, Any]:
+    verdicts = verdicts or {}
     return {
         "name": name,
         "sessions": summary.sessions,
@@ -42,7 +54,10 @@ def plan_data(summary: PlanSummary, *, name: str = "") -> dict[str, Any]:
         "peak_per_minute": round(summary.peak_per_minute, 3),
         "cells": [{"cell": cell.key, "sessions": cell.sessions} for cell in summary.cells],
         "targets": [{"url": t.url, "sessions": t.sessions} for t in summary.targets],
-        "hosts": [{"host": host, "allowlist": ALLOWLIST_UNKNOWN} for host in summary.hosts],
+        "hosts": [
+            {"host": host, "allowlist": verdicts.get(host, ALLOWLIST_UNKNOWN)}
+            for host in summary.hosts
+        ],
         "timeline": [
             {
                 "offset": human_duration(bucket.offset),
@@ -79,18 +94,26 @@ def _share(count: int, total: int) -> str:
     return f"{100 * count / total:.1f}%" if total else "-"
 
 
-def print_plan(summary: PlanSummary, *, name: str, output: OutputFormat, title: str) -> None:
+def print_plan(
+    summary: PlanSummary,
+    *,
+    name: str,
+    output: OutputFormat,
+    title: str,
+    verdicts: dict[str, str] | None = None,
+) -> None:
+    verdicts = verdicts or {}
     if output is OutputFormat.json:
-        print_json(plan_data(summary, name=name))
+        print_json(plan_data(summary, name=name, verdicts=verdicts))
         return
     if output is OutputFormat.jsonl:
-        print_jsonl([plan_data(summary, name=name)])
+        print_jsonl([plan_data(summary, name=name, verdicts=verdicts)])
         return
     if output is OutputFormat.csv:  # the timeline, the series a sheet or a plot wants
         write_csv(timeline_columns(summary), summary.timeline)
         return
     if output is OutputFormat.yaml:
-        print_yaml(plan_data(summary, name=name))
+        print_yaml(plan_data(summary, name=name, verdicts=verdicts))
         return
     wide = output is OutputFormat.wide
     pacing = summary.pacing
@@ -115,7 +138,7 @@ def print_plan(summary: PlanSummary, *, name: str, output: OutputFormat, title: 
     say("")
     host_columns: list[Column[str]] = [
         Column(header="HOST", text=lambda host: host),
-        Column(header="ALLOWLIST", text=lambda host: ALLOWLIST_UNKNOWN),
+        Column(header="ALLOWLIST", text=lambda host: verdicts.get(host, ALLOWLIST_UNKNOWN)),
     ]
     print_table(host_columns, summary.hosts, wide=wide)
     say("")

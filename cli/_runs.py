@@ -10,8 +10,8 @@ import typer
 from cli._context import open_client, output_format
 from cli._data import message_data
 from cli._errors import CliError, report_errors
-from cli._output import OutputFormat, OutputOption, emit_list, emit_one, hint, say
-from cli._plan_view import print_plan
+from cli._output import OutputFormat, OutputOption, debug, emit_list, emit_one, hint, say
+from cli._plan_view import host_verdicts, print_plan
 from cli._run_app import RunArgument, app
 from cli._spec import build_spec, load_spec_document, validated_spec
 from cli._text import plural
@@ -83,13 +83,25 @@ def _spec_from(
 
 
 def _print_dry_run(ctx: typer.Context, spec: runs_pb2.RunSpec, output: OutputFormat | None) -> None:
+    """The plan, checked here; the server's allowlist verdict on each host when a gateway
+    answers (CreateRun with validate_only); exit 2 when the server refuses a host."""
     checked = validated_spec(spec)
+    verdicts: dict[str, str] = {}
+    try:
+        with open_client(ctx) as client:
+            verdicts = host_verdicts(client.plan_run(spec))
+    except CliError as error:
+        debug(f"no allowlist verdict from a gateway: {error.message}")
     print_plan(
         summarize_plan(checked),
         name=checked.name,
         output=output_format(ctx, output),
         title=f"plan of {checked.name or 'the run'} (nothing created)",
+        verdicts=verdicts,
     )
+    refused = sorted(host for host, verdict in verdicts.items() if verdict != "allowed")
+    if refused:
+        raise CliError(f"the scheduler's allowlist refuses {', '.join(refused)}")
 
 
 @app.command("create")
@@ -161,8 +173,8 @@ def validate(
 ) -> None:
     """Check a spec and print its plan: sessions per cell and target, hosts, pacing timeline.
 
-    Nothing is created and no gateway is needed. Whether the server's allowlist allows each
-    host is checked when the run is created.
+    Nothing is created and no gateway is needed; when one answers, it also says whether the
+    scheduler's allowlist allows each host (and a refused host exits 2).
     """
     if spec_file is None and not targets:
         raise CliError("nothing to validate: pass -f SPEC (and/or --target URL)")

@@ -174,10 +174,6 @@ def main(
     )
 
 
-# The server's own version needs an RPC the Fleet API does not have yet (GetServerInfo).
-SERVER_VERSION_UNKNOWN = "unknown (needs GetServerInfo)"
-
-
 @app.command("version")
 @report_errors
 def show_version(
@@ -187,21 +183,26 @@ def show_version(
     ] = False,
     output: OutputOption = None,
 ) -> None:
-    """This CLI's version, and the versions of the browser nodes the gateway knows."""
+    """This CLI's version, the gateway's and scheduler's (GetServerInfo), and the versions of
+    the browser nodes the gateway knows."""
     fmt = output_format(ctx, output)
     client: dict[str, Any] = {"version": cli_version(), "python": platform.python_version()}
     nodes: list[nodes_pb2.Node] = []
+    servers: list[Any] = []
     problem = ""
     if not client_only:
         try:
             with open_client(ctx) as fleet:
+                servers = fleet.server_info()
                 nodes = fleet.list_nodes()
         except CliError as error:
             problem = error.message
     if not fmt.is_table:
         data = {
             "client": client,
-            "server": None if client_only else {"version": SERVER_VERSION_UNKNOWN},
+            "servers": None
+            if client_only
+            else [{"name": c.name, "version": c.version, "address": c.address} for c in servers],
             "nodes": [
                 {
                     "node_id": node.info.node_id,
@@ -221,7 +222,8 @@ def show_version(
     else:
         say(f"client: smartctl {client['version']} (Python {client['python']})")
         if not client_only and not problem:
-            say(f"server: {SERVER_VERSION_UNKNOWN}")
+            for component in servers:
+                say(f"{component.name}: {component.version} at {component.address}")
             columns: list[Column[nodes_pb2.Node]] = [
                 Column(header="NODE", text=lambda node: node.info.node_id),
                 Column(header="VERSION", text=lambda node: node.info.version or "-"),
@@ -237,7 +239,7 @@ def show_version(
             emit_list(nodes, columns=columns, output=fmt, key="nodes", data=lambda n: n,
                       empty="nodes: none registered")  # fmt: skip
     if problem:
-        raise CliError(f"cannot list the nodes' versions: {problem}")
+        raise CliError(f"cannot ask the gateway for versions: {problem}")
 
 
 @spec_app.command("schema")

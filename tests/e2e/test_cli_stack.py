@@ -160,6 +160,37 @@ def test_results_table_has_an_error_column_and_watch_names_the_reasons(fleet: Fl
     assert data["stats"]["results"] == 6 and data["exit_code"] == 1
 
 
+def test_validate_asks_the_server_which_hosts_its_allowlist_allows(fleet: Fleet) -> None:
+    """`run validate` with a gateway: loopback is allowed, a host outside the scheduler's
+    allowlist is refused by name (exit 2), and nothing is created either way."""
+
+    def run_ids() -> list[str]:
+        listed = json.loads(fleet.ctl("run", "ls", "-o", "json").stdout)
+        return [run["id"] for run in (listed["runs"] if isinstance(listed, dict) else listed)]
+
+    before = run_ids()
+    ok = fleet.ctl("run", "validate", "--target", f"{fleet.site.url}/", "-o", "json")
+    assert ok.exit_code == 0, ok.output
+    assert [h["allowlist"] for h in json.loads(ok.stdout)["hosts"]] == ["allowed"]
+    refused = fleet.ctl(
+        "run", "validate", "--target", "http://shop.example.net/", "--sessions", "3"
+    )
+    assert refused.exit_code == 2
+    assert "refused" in refused.stdout and "shop.example.net" in refused.output
+    assert run_ids() == before
+
+
+def test_version_names_the_gateway_scheduler_and_nodes(fleet: Fleet) -> None:
+    """`smartctl version` asks GetServerInfo: the gateway and the scheduler behind it, each with
+    its version and address, and the node's version."""
+    data = json.loads(fleet.ctl("version", "-o", "json").stdout)
+    assert [c["name"] for c in data["servers"]] == ["gateway", "scheduler"]
+    assert all(c["version"] and c["address"] for c in data["servers"])
+    assert data["nodes"] and data["nodes"][0]["version"]
+    shown = fleet.ctl("version")
+    assert shown.exit_code == 0 and "scheduler: " in shown.stdout, shown.output
+
+
 def test_watch_on_a_draft_exits_at_once_or_times_out(fleet: Fleet) -> None:
     """On a draft `run watch` exits 2 with a one-line hint; with --wait-start it waits until --timeout."""
     started = time.monotonic()

@@ -41,6 +41,7 @@ from google.protobuf import duration_pb2
 from bench._netns import unavailable_reason
 from bench._service import REPO
 from services.common import bus
+from services.common.contracts import engine_number
 from smartfleet.v1 import fleet_service_pb2_grpc, nodes_pb2, runs_pb2
 from tests.conftest import postgres_available
 from tests.e2e.multihost import DEMO_PORT, TOKEN, Fleet, serving
@@ -89,13 +90,18 @@ async def _create(
     engine: str = "noop",
     target: str = NOOP_TARGET,
 ) -> str:
-    pacing = runs_pb2.Pacing(mode="fast")
+    pacing = runs_pb2.Pacing(mode=runs_pb2.PACING_MODE_FAST)
     if window is not None:
         pacing = runs_pb2.Pacing(
-            mode="window", window=duration_pb2.Duration(seconds=int(window.total_seconds()))
+            mode=runs_pb2.PACING_MODE_WINDOW,
+            window=duration_pb2.Duration(seconds=int(window.total_seconds())),
         )
     spec = runs_pb2.RunSpec(
-        name=name, targets=[target], sessions=sessions, engine=engine, pacing=pacing
+        name=name,
+        targets=[target],
+        sessions=sessions,
+        engine=engine_number(engine),
+        pacing=pacing,
     )
     run = (
         await api.CreateRun(

@@ -47,7 +47,7 @@ async def _dispatched(
     api: fleet_service_pb2_grpc.FleetServiceStub, run_id: str
 ) -> list[runs_pb2.Job]:
     reply = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run_id), timeout=5)
-    return [job for job in reply.jobs if job.status == "dispatched"]
+    return [job for job in reply.jobs if job.status == runs_pb2.JOB_STATUS_DISPATCHED]
 
 
 def _process(tmp_path: Path, name: str, nats_url: str, database_url: str) -> ServiceProcess:
@@ -108,7 +108,9 @@ async def test_claimed_but_unpublished_jobs_go_out_at_the_next_start(
                 api = fleet_service_pb2_grpc.FleetServiceStub(channel)
                 await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
                 jobs = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run.id), timeout=5)
-                assert [(job.status, job.attempt) for job in jobs.jobs] == [("succeeded", 1)] * 3
+                assert [(job.status, job.attempt) for job in jobs.jobs] == [
+                    (runs_pb2.JOB_STATUS_SUCCEEDED, 1)
+                ] * 3
                 # Nothing more is on the bus for the run.
                 assert await peer.fetch(timeout=1.0) == []
         finally:
@@ -185,34 +187,53 @@ async def test_a_scheduler_killed_mid_dispatch_strands_nothing(
     nc = await nats.connect(nats_server.url)
     peer = _AckingPeer(nc.jetstream())
     working: asyncio.Task[None] | None = None
+    first_channel: grpc.aio.Channel | None = None
     try:
         address = (await first.start())["scheduler"]
-        async with grpc.aio.insecure_channel(address) as channel:
-            peer.link = node_link_pb2_grpc.NodeLinkServiceStub(channel)
-            await register(peer.link, slots=200)
-            working = asyncio.create_task(peer.work())
-            api = fleet_service_pb2_grpc.FleetServiceStub(channel)
-            spec = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=sessions)
-            run = (
-                await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec, start=True), timeout=5)
-            ).run
-            for _ in range(600):
-                if peer.reported >= sessions // 4:
-                    break
-                await asyncio.sleep(0.02)
-            await first.kill()
-            peer.link = None
+        # Left open until the end: closing a channel cancels the calls on it, and the peer
+        # would see its report to the killed scheduler cancelled rather than failed.
+        first_channel = grpc.aio.insecure_channel(address)
+        peer.link = node_link_pb2_grpc.NodeLinkServiceStub(first_channel)
+        await register(peer.link, slots=200)
+        working = asyncio.create_task(peer.work())
+        api = fleet_service_pb2_grpc.FleetServiceStub(first_channel)
+        spec = runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=sessions)
+        run = (await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec, start=True), timeout=5)).run
+        for _ in range(600):
+            if peer.reported >= sessions // 4:
+                break
+            await asyncio.sleep(0.02)
+        await first.kill()
+        peer.link = None
         assert 0 < peer.reported < sessions, "the kill came in the middle of the run"
         address = (await second.start())["scheduler"]
         async with grpc.aio.insecure_channel(address) as channel:
             link = node_link_pb2_grpc.NodeLinkServiceStub(channel)
-            # The node heartbeats the new scheduler (it knows it from the nodes table).
-            await link.Heartbeat(
-                node_link_pb2.HeartbeatRequest(
-                    node_id="peer", state=nodes_pb2.NODE_STATE_READY, slots=200
-                ),
-                timeout=5,
-            )
+            # The node heartbeats the new scheduler, which knows it from the nodes table once it
+            # leads (it serves, then takes the lease and loads the table): until then, again.
+            for _ in range(100):
+                beat = await link.Heartbeat(
+                    node_link_pb2.HeartbeatRequest(
+                        node_id="peer", state=nodes_pb2.NODE_STATE_READY, slots=200
+                    ),
+                    timeout=5,
+                )
+                if beat.known:
+                    break
+                await asyncio.sleep(0.05)
+            assert beat.known
+
+            async def keep_beating() -> None:
+                while True:
+                    await asyncio.sleep(1)
+                    await link.Heartbeat(
+                        node_link_pb2.HeartbeatRequest(
+                            node_id="peer", state=nodes_pb2.NODE_STATE_READY, slots=200
+                        ),
+                        timeout=5,
+                    )
+
+            beating = asyncio.create_task(keep_beating())
             peer.link = link
             api = fleet_service_pb2_grpc.FleetServiceStub(channel)
             for _ in range(600):
@@ -220,18 +241,27 @@ async def test_a_scheduler_killed_mid_dispatch_strands_nothing(
                 if got.status == runs_pb2.RUN_STATUS_COMPLETED:
                     break
                 await asyncio.sleep(0.05)
-            assert got.status == runs_pb2.RUN_STATUS_COMPLETED, got
+            assert got.status == runs_pb2.RUN_STATUS_COMPLETED, (
+                got.counters,
+                peer.reported,
+                working.done() and working.exception(),
+            )
             assert got.counters.succeeded == sessions
             jobs = await api.ListJobs(
-                runs_pb2.ListJobsRequest(run_id=run.id, limit=sessions), timeout=10
+                runs_pb2.ListJobsRequest(run_id=run.id, page_size=sessions), timeout=10
             )
+            beating.cancel()
             assert len(jobs.jobs) == sessions
-            assert {(job.status, job.attempt) for job in jobs.jobs} == {("succeeded", 1)}
+            assert {(job.status, job.attempt) for job in jobs.jobs} == {
+                (runs_pb2.JOB_STATUS_SUCCEEDED, 1)
+            }
     finally:
         if working is not None:
             working.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await working
+        if first_channel is not None:
+            await first_channel.close()
         await nc.close()
         await first.kill()
         await second.stop()

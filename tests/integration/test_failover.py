@@ -101,15 +101,13 @@ async def test_one_leads_and_the_standby_serves_reads_and_names_it_for_writes(
         grpc.aio.insecure_channel(standby.address) as to_standby,
     ):
         run = (
-            await fleet_service_pb2_grpc.FleetServiceStub(to_leader)
-            .CreateRun(
+            await fleet_service_pb2_grpc.FleetServiceStub(to_leader).CreateRun(
                 runs_pb2.CreateRunRequest(
                     spec=runs_pb2.RunSpec(targets=["http://127.0.0.1:9/"], sessions=1)
                 ),
                 timeout=5,
             )
-            .run
-        )
+        ).run
         api = fleet_service_pb2_grpc.FleetServiceStub(to_standby)
         read = (await api.GetRun(runs_pb2.GetRunRequest(run_id=run.id), timeout=5)).run
         assert read.id == run.id
@@ -198,7 +196,9 @@ async def test_the_standby_takes_over_and_sends_what_was_out_once(
             api = fleet_service_pb2_grpc.FleetServiceStub(channel)
             await wait_for_status(api, run.id, runs_pb2.RUN_STATUS_COMPLETED)
             jobs = await api.ListJobs(runs_pb2.ListJobsRequest(run_id=run.id), timeout=5)
-            assert [(j.status, j.attempt) for j in jobs.jobs] == [("succeeded", 1)] * 4
+            assert [(j.status, j.attempt) for j in jobs.jobs] == [
+                (runs_pb2.JOB_STATUS_SUCCEEDED, 1)
+            ] * 4
             assert await peer.fetch(timeout=1.0) == []
         assert took < LEASE.total_seconds() * 3
     finally:

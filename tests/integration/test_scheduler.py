@@ -466,7 +466,8 @@ async def test_a_run_no_node_can_serve_says_why_it_waits(
     """With only a chromium node, a webkit run is running but says "no node serves
     engine=webkit"; a chromium run beside it says nothing of the kind."""
     api = fleet_service_pb2_grpc.FleetServiceStub(channel)
-    await register(node_link_pb2_grpc.NodeLinkServiceStub(channel), slots=1)
+    link = node_link_pb2_grpc.NodeLinkServiceStub(channel)
+    await register(link, slots=1)
     webkit = (
         await api.CreateRun(
             runs_pb2.CreateRunRequest(spec=spec(2, engine=common_pb2.ENGINE_WEBKIT), start=True),
@@ -476,6 +477,11 @@ async def test_a_run_no_node_can_serve_says_why_it_waits(
     chromium = (
         await api.CreateRun(runs_pb2.CreateRunRequest(spec=spec(2), start=True), timeout=5)
     ).run
+    # A heartbeat now: the fixture's scheduler counts a silent node lost after 1 s.
+    await link.Heartbeat(
+        node_link_pb2.HeartbeatRequest(node_id="peer", state=nodes_pb2.NODE_STATE_READY, slots=1),
+        timeout=5,
+    )
     got = (await api.GetRun(runs_pb2.GetRunRequest(run_id=webkit.id), timeout=5)).run
     assert got.status == runs_pb2.RUN_STATUS_RUNNING
     assert got.waiting_reason == "no node serves engine=webkit"

@@ -70,7 +70,7 @@ def test_version_client_and_global_flags(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["version", "--client"])
     assert shown.exit_code == 0 and shown.stdout.startswith("client: smartctl ")
     data = json.loads(runner.invoke(app, ["version", "--client", "-o", "json"]).stdout)
-    assert data["client"]["version"] and data["server"] is None
+    assert data["client"]["version"] and data["servers"] is None
     no_gateway = runner.invoke(app, ["--data-dir", str(tmp_path), "version"])
     assert no_gateway.exit_code == 2
     assert "client: smartctl" in no_gateway.stdout
