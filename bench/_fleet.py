@@ -50,8 +50,8 @@ class Fleet:
         async for update in self.api.WatchRun(
             runs_pb2.WatchRunRequest(run_id=run_id), metadata=self.md, timeout=timeout
         ):
-            last = update
-            if update.status in TERMINAL:
+            last = update.run
+            if last.status in TERMINAL:
                 break
         assert last is not None and last.status in TERMINAL, f"run {run_id} did not finish"
         return last
@@ -65,17 +65,17 @@ class Fleet:
 
     async def results(self, run_id: str) -> list[results_pb2.SessionResult]:
         found: list[results_pb2.SessionResult] = []
-        after = 0
+        token = ""
         while True:
             page = await self.api.ListResults(
-                results_pb2.ListResultsRequest(run_id=run_id, limit=500, after=after),
+                results_pb2.ListResultsRequest(run_id=run_id, page_size=5000, page_token=token),
                 metadata=self.md,
                 timeout=30,
             )
             found.extend(page.results)
-            if not page.next_after:
+            token = page.next_page_token
+            if not token:
                 return found
-            after = page.next_after
 
 
 def spec(
@@ -87,9 +87,11 @@ def spec(
     window_s: float = 0,
     seed: int = 0,
 ) -> runs_pb2.RunSpec:
-    pacing = runs_pb2.Pacing(mode="fast")
+    pacing = runs_pb2.Pacing(mode=runs_pb2.PACING_MODE_FAST)
     if window_s:
-        pacing = runs_pb2.Pacing(mode="window", window=duration_pb2.Duration(seconds=int(window_s)))
+        pacing = runs_pb2.Pacing(
+            mode=runs_pb2.PACING_MODE_WINDOW, window=duration_pb2.Duration(seconds=int(window_s))
+        )
     return runs_pb2.RunSpec(
         name=name,
         targets=list(targets),

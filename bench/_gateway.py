@@ -28,7 +28,7 @@ from smartfleet.v1 import runs_pb2
 
 Target = Literal["gateway", "scheduler"]
 _PATHS: dict[Target, str] = {
-    "gateway": "/smartfleet.v1.Fleet/GetRun",
+    "gateway": "/smartfleet.v1.FleetService/GetRun",
     "scheduler": "/smartfleet.v1.FleetService/GetRun",
 }
 # The bearer token goes to the client processes through the environment, not their argv.
@@ -144,7 +144,7 @@ async def _client_process(args: argparse.Namespace) -> dict[str, Any]:
         channel.unary_unary(
             path,
             request_serializer=runs_pb2.GetRunRequest.SerializeToString,
-            response_deserializer=runs_pb2.Run.FromString,
+            response_deserializer=runs_pb2.GetRunResponse.FromString,
         )
         for channel in channels
     ]
@@ -225,8 +225,8 @@ async def watch_fanout(fleet: Fleet, url: str, *, watchers: int, sessions: int) 
                 runs_pb2.WatchRunRequest(run_id=run.id), metadata=fleet.md, timeout=300
             ):
                 updates += 1
-                if update.status in TERMINAL:
-                    return update.status == runs_pb2.RUN_STATUS_COMPLETED
+                if update.run.status in TERMINAL:
+                    return update.run.status == runs_pb2.RUN_STATUS_COMPLETED
         except grpc.aio.AioRpcError:
             return False
         return False

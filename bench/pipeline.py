@@ -35,7 +35,7 @@ from cli._stack import Stack
 from services.common.contracts import spec_data_from_pb
 from services.common.spec import parse_spec
 from services.scheduler._planner import RunPlan
-from smartfleet.v1 import runs_pb2
+from smartfleet.v1 import common_pb2, runs_pb2
 
 # A loopback target (always allowlisted); the noop engine never opens it.
 TARGET = "http://127.0.0.1:9/noop"
@@ -78,14 +78,16 @@ class Latency:
 
 def noop_spec(name: str, sessions: int, *, window_s: int = 0, seed: int = 7) -> runs_pb2.RunSpec:
     """A run that names the noop engine explicitly (nothing defaults to it)."""
-    pacing = runs_pb2.Pacing(mode="fast")
+    pacing = runs_pb2.Pacing(mode=runs_pb2.PACING_MODE_FAST)
     if window_s:
-        pacing = runs_pb2.Pacing(mode="window", window=duration_pb2.Duration(seconds=window_s))
+        pacing = runs_pb2.Pacing(
+            mode=runs_pb2.PACING_MODE_WINDOW, window=duration_pb2.Duration(seconds=window_s)
+        )
     return runs_pb2.RunSpec(
         name=name,
         targets=[TARGET],
         sessions=sessions,
-        engine="noop",
+        engine=common_pb2.ENGINE_NOOP,
         pacing=pacing,
         limits=runs_pb2.Limits(session_timeout=duration_pb2.Duration(seconds=30)),
         seed=seed,
