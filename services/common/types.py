@@ -148,6 +148,8 @@ class SessionResult:
     bytes_transferred: int = 0
     request_count: int = 0
     console_errors: tuple[str, ...] = ()
+    # When the scheduler stored it (None until it is stored).
+    stored_at: datetime | None = None
 
     @property
     def ok(self) -> bool:

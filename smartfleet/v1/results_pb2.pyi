@@ -110,6 +110,7 @@ class SessionResult(_message.Message):
     BYTES_TRANSFERRED_FIELD_NUMBER: _builtins.int
     REQUEST_COUNT_FIELD_NUMBER: _builtins.int
     CONSOLE_ERRORS_FIELD_NUMBER: _builtins.int
+    STORED_AT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     attempt: _builtins.int
     run_id: _builtins.str
@@ -155,6 +156,10 @@ class SessionResult(_message.Message):
     def console_errors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Console errors and uncaught page errors, the first 20, each cut at 500 characters."""
 
+    @_builtins.property
+    def stored_at(self) -> _timestamp_pb2.Timestamp:
+        """When the scheduler stored the result (set by the scheduler; nodes leave it unset)."""
+
     def __init__(
         self,
         *,
@@ -185,10 +190,11 @@ class SessionResult(_message.Message):
         bytes_transferred: _builtins.int = ...,
         request_count: _builtins.int = ...,
         console_errors: _abc.Iterable[_builtins.str] | None = ...,
+        stored_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "extracted", b"extracted", "finished_at", b"finished_at", "started_at", b"started_at", "timing", b"timing", "vitals", b"vitals"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cell", b"cell", "extracted", b"extracted", "finished_at", b"finished_at", "started_at", b"started_at", "stored_at", b"stored_at", "timing", b"timing", "vitals", b"vitals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "artifacts", b"artifacts", "attempt", b"attempt", "browser_version", b"browser_version", "bytes_transferred", b"bytes_transferred", "cell", b"cell", "console_errors", b"console_errors", "duration_ms", b"duration_ms", "engine", b"engine", "error", b"error", "error_class", b"error_class", "extracted", b"extracted", "final_url", b"final_url", "finished_at", b"finished_at", "http_status", b"http_status", "index", b"index", "job_id", b"job_id", "node_id", b"node_id", "outcome", b"outcome", "redirect_chain", b"redirect_chain", "request_count", b"request_count", "run_id", b"run_id", "started_at", b"started_at", "steps", b"steps", "target_url", b"target_url", "timing", b"timing", "vitals", b"vitals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "artifacts", b"artifacts", "attempt", b"attempt", "browser_version", b"browser_version", "bytes_transferred", b"bytes_transferred", "cell", b"cell", "console_errors", b"console_errors", "duration_ms", b"duration_ms", "engine", b"engine", "error", b"error", "error_class", b"error_class", "extracted", b"extracted", "final_url", b"final_url", "finished_at", b"finished_at", "http_status", b"http_status", "index", b"index", "job_id", b"job_id", "node_id", b"node_id", "outcome", b"outcome", "redirect_chain", b"redirect_chain", "request_count", b"request_count", "run_id", b"run_id", "started_at", b"started_at", "steps", b"steps", "stored_at", b"stored_at", "target_url", b"target_url", "timing", b"timing", "vitals", b"vitals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

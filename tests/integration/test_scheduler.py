@@ -151,8 +151,15 @@ async def test_run_completes_and_dispatch_stays_within_credit(
     reported = 0
     try:
         while reported < 20:
+            # Alive for the fixture's 1 s lost timeout, however slow the machine is today.
+            await link.Heartbeat(
+                node_link_pb2.HeartbeatRequest(
+                    node_id="peer", state=nodes_pb2.NODE_STATE_READY, slots=3
+                ),
+                timeout=5,
+            )
             try:
-                messages = await psub.fetch(batch=10, timeout=2)
+                messages = await psub.fetch(batch=10, timeout=0.5)
             except NatsTimeout:
                 continue
             current = (await api.GetRun(runs_pb2.GetRunRequest(run_id=run.id), timeout=5)).run

@@ -65,6 +65,7 @@ def _full_result() -> SessionResult:
         bytes_transferred=4096,
         request_count=3,
         console_errors=("Uncaught TypeError",),
+        stored_at=now + timedelta(seconds=2, milliseconds=3),
     )
 
 
@@ -97,7 +98,8 @@ def test_result_round_trips_through_protobuf() -> None:
 def test_result_round_trips_through_its_row() -> None:
     """result_from_row(result_to_row(r)) == r: the row keeps every field a node reports."""
     result = _full_result()
-    stored_at = result.finished_at + timedelta(milliseconds=3)
+    assert result.stored_at is not None
+    stored_at = result.stored_at
     row = result_to_row(result, stored_at=stored_at)
     assert (row["cell_key"], row["stored_at"]) == (result.cell.key, stored_at)
     assert row["detail"]["cell"] == cell_to_json(result.cell)

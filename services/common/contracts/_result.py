@@ -95,6 +95,8 @@ def result_to_pb(result: SessionResult) -> results_pb2.SessionResult:
         request_count=result.request_count,
         console_errors=result.console_errors,
     )
+    if result.stored_at is not None:
+        message.stored_at.CopyFrom(timestamp(result.stored_at))
     if result.extracted:
         message.extracted.update(result.extracted)
     return message
@@ -154,6 +156,7 @@ def result_from_pb(message: results_pb2.SessionResult) -> SessionResult:
         bytes_transferred=message.bytes_transferred,
         request_count=message.request_count,
         console_errors=tuple(message.console_errors),
+        stored_at=from_timestamp(message.stored_at),
     )
 
 
@@ -247,4 +250,5 @@ def result_from_row(row: Any) -> SessionResult:
         bytes_transferred=detail.get("bytes_transferred", 0),
         request_count=detail.get("request_count", 0),
         console_errors=tuple(detail.get("console_errors") or ()),
+        stored_at=row.stored_at,
     )
